@@ -1,0 +1,97 @@
+//! The admin HTTP listener, the only place that knows HTTP: `/healthz`
+//! (alive), `/readyz` (a primary is known and we are not draining),
+//! `/metrics` (Prometheus text) and `/status` (JSON for people).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::app::Shared;
+
+/// Accepts admin connections until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("static response parts are valid")
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    version: &'static str,
+    draining: bool,
+    client_connections: usize,
+    primary: Option<&'a str>,
+    topology: &'a crate::topology::Snapshot,
+}
+
+fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
+    }
+    let snapshot = shared.topology.snapshot();
+    match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" => {
+            if shared.shutdown.is_cancelled() {
+                reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining\n")
+            } else if snapshot.primary.is_none() {
+                reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "no primary known\n")
+            } else {
+                reply(StatusCode::OK, TEXT, "ready\n")
+            }
+        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.render(&snapshot),
+        ),
+        "/status" => {
+            let status = Status {
+                version: env!("CARGO_PKG_VERSION"),
+                draining: shared.shutdown.is_cancelled(),
+                client_connections: shared.client_count(),
+                primary: snapshot.primary.map(|p| snapshot.backends[p].name.as_str()),
+                topology: &snapshot,
+            };
+            let body = serde_json::to_string_pretty(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            reply(StatusCode::OK, "application/json", body + "\n")
+        }
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found: try /healthz /readyz /metrics /status\n"),
+    }
+}

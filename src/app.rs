@@ -1,0 +1,193 @@
+//! Wiring: binds the listeners, starts the probes and the admin server, accepts
+//! clients and spawns a session for each, and shuts everything down in order.
+//!
+//! All shared state lives in one [`Shared`] passed by `Arc`, so two proxies can
+//! run in one process (the integration tests do).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Users;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::route::Listener;
+use crate::topology::Topology;
+
+/// Everything sessions, probes and the admin server share.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub users: ArcSwap<Users>,
+    pub topology: Arc<Topology>,
+    pub cancels: Arc<CancelRegistry>,
+    pub metrics: Metrics,
+    pub tls: Option<TlsAcceptor>,
+    /// Set when shutdown begins; sessions close at their next idle point.
+    pub shutdown: CancellationToken,
+    /// Clients admitted and not yet gone.
+    clients: AtomicUsize,
+    /// Clients over the limit that are being told so.
+    rejecting: AtomicUsize,
+}
+
+/// Whether a new client may be served.
+pub enum Admission {
+    /// Holds a slot until dropped.
+    Granted(ClientSlot),
+    /// Over `max_client_connections`: finish startup, then answer 53300.
+    Rejected { max: usize, _slot: RejectSlot },
+}
+
+pub struct ClientSlot(Arc<Shared>);
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct RejectSlot(Arc<Shared>);
+impl Drop for RejectSlot {
+    fn drop(&mut self) {
+        self.0.rejecting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// Admits a client, or marks it for a 53300 answer; None when even the
+    /// rejection queue is full (the socket is then closed at once).
+    fn admit(self: &Arc<Self>) -> Option<Admission> {
+        let max = self.config.load().limits.max_client_connections;
+        if self.clients.fetch_add(1, Ordering::AcqRel) < max {
+            return Some(Admission::Granted(ClientSlot(self.clone())));
+        }
+        self.clients.fetch_sub(1, Ordering::AcqRel);
+        if self.rejecting.fetch_add(1, Ordering::AcqRel) < max.max(64) {
+            return Some(Admission::Rejected {
+                max,
+                _slot: RejectSlot(self.clone()),
+            });
+        }
+        self.rejecting.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub read_write_addr: SocketAddr,
+    pub read_only_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    tracker: TaskTracker,
+}
+
+impl Proxy {
+    /// Binds every listener (port 0 picks a free port), starts probes, the admin
+    /// server and the accept loops on the current tokio runtime.
+    pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, what, source })
+        };
+        let rw = bind(config.listen.read_write, "listen.read_write").await?;
+        let ro = bind(config.listen.read_only, "listen.read_only").await?;
+        let admin = bind(config.listen.admin, "listen.admin").await?;
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let local = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+        let (read_write_addr, read_only_addr, admin_addr) = (local(&rw), local(&ro), local(&admin));
+
+        let shared = Arc::new(Shared {
+            users: ArcSwap::from_pointee(Users::from_config(&config)),
+            topology: Topology::new(&config),
+            cancels: Arc::new(CancelRegistry::default()),
+            metrics: Metrics::new(),
+            tls,
+            shutdown: CancellationToken::new(),
+            clients: AtomicUsize::new(0),
+            rejecting: AtomicUsize::new(0),
+            config: ArcSwap::from_pointee(config),
+        });
+        let tracker = TaskTracker::new();
+        let config = shared.config.load_full();
+        crate::topology::probe::spawn_all(&shared.topology, &config, &shared.shutdown, &tracker);
+        tracker.spawn(accept_loop(rw, Listener::ReadWrite, shared.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(ro, Listener::ReadOnly, shared.clone(), tracker.clone()));
+        tracker.spawn(crate::admin::serve(admin, shared.clone()));
+        tracing::info!(
+            read_write = %read_write_addr, read_only = %read_only_addr, admin = %admin_addr,
+            backends = config.backends.len(), "pgsplit is listening"
+        );
+        Ok(Proxy {
+            shared,
+            read_write_addr,
+            read_only_addr,
+            admin_addr,
+            tracker,
+        })
+    }
+
+    /// Stops accepting, lets sessions reach an idle point (or answers 57P01
+    /// after `grace`), stops probes; returns when every task has ended.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shared.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("sessions still busy after the shutdown grace period; closing them");
+        }
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub async fn stopping(&self) {
+        self.shared.shutdown.cancelled().await
+    }
+}
+
+async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let Some(admission) = shared.admit() else {
+                    tracing::warn!(client = %peer, "connection flood: closing without a reply");
+                    continue;
+                };
+                tracker.spawn(crate::session::serve(tcp, peer, kind, shared.clone(), admission));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, listener = kind.as_str(), "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

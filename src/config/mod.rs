@@ -1,0 +1,393 @@
+//! Configuration: the TOML file's types, their defaults, and `validate()`.
+//!
+//! Only this module knows TOML. Every field's doc states its default and whether
+//! a reload may change it; `config/pgsplit.toml` is the commented reference.
+//! Secrets live in [`Secret`], which never prints its value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+#[cfg(test)]
+mod tests;
+
+/// Why a configuration was refused. Messages name the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub auth: Auth,
+    /// TLS towards clients; absent means clients that ask get `N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// The Postgres nodes. Roles are discovered, never configured.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+    /// Users clients may log in as; pgsplit logs in to backends as them too.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// `[listen]`: addresses. Changing any of them needs a restart.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Sessions here go to the primary. Default `127.0.0.1:5433`.
+    pub read_write: SocketAddr,
+    /// Sessions here go to a replica. Default `127.0.0.1:5434`.
+    pub read_only: SocketAddr,
+    /// HTTP: /healthz, /readyz, /metrics, /status. Default `127.0.0.1:9930`.
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            read_write: ([127, 0, 0, 1], 5433).into(),
+            read_only: ([127, 0, 0, 1], 5434).into(),
+            admin: ([127, 0, 0, 1], 9930).into(),
+        }
+    }
+}
+
+/// `[limits]`: protection against floods and bad input.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client connections served at once, both client ports together; the next
+    /// one gets SQLSTATE 53300. Default 1000.
+    pub max_client_connections: usize,
+    /// Largest client message accepted, in bytes; larger ones get 08P01 and
+    /// the connection closes. Default 64 MiB.
+    pub max_message_size: usize,
+    /// A client must finish startup and authentication within this. Default 15000.
+    pub login_timeout_ms: u64,
+    /// Connecting and logging in to a backend must finish within this. Default 5000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_connections: 1000,
+            max_message_size: 64 << 20,
+            login_timeout_ms: 15_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// How pgsplit checks a client's password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password: any configured user may log in.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// `[auth]`: client authentication.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// `scram-sha-256` (default), `md5` or `trust`.
+    pub method: AuthMethod,
+}
+
+/// `[tls]`: TLS towards clients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Refuse clients that do not ask for TLS (SQLSTATE 28000). Default false.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `[health]`: probing backends.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Time between probes of each backend. Default 500.
+    pub interval_ms: u64,
+    /// A probe slower than this counts as failed. Default 1000.
+    pub timeout_ms: u64,
+    /// How long a session waits for a primary to be known before it fails.
+    /// Default 10000.
+    pub failover_timeout_ms: u64,
+    /// User the probes log in as (one of `[[users]]`). Default: the first user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Database the probes connect to. Default `postgres`.
+    pub database: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval_ms: 500,
+            timeout_ms: 1000,
+            failover_timeout_ms: 10_000,
+            user: None,
+            database: "postgres".into(),
+        }
+    }
+}
+
+/// `[runtime]`: the process itself.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Tokio worker threads. Default: one per core. Restart to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+}
+
+/// `[[backends]]`: one Postgres node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Unique name, used in logs, metrics and errors.
+    pub name: String,
+    /// `host:port`; the host may be a DNS name, resolved at each connect.
+    pub address: String,
+    /// Share of reads relative to other replicas; 0 means never for reads.
+    /// Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[[users]]`: a login.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// The password, checked against clients and used to log in to backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Read the password from this environment variable instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+/// A string that never shows up in logs or `--check` output.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text; resolves `password_env`.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            source,
+        })?;
+        config.resolve_passwords(|var| std::env::var(var).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_passwords(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (i, user) in self.users.iter_mut().enumerate() {
+            match (&user.password, &user.password_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!("users[{i}].password_env"),
+                        "set either password or password_env, not both",
+                    ))
+                }
+                (None, Some(var)) => {
+                    let value = env(var).ok_or_else(|| {
+                        invalid(
+                            format!("users[{i}].password_env"),
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?;
+                    user.password = Some(Secret(value));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks everything serde cannot: presence, uniqueness, ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(invalid("backends", "at least one [[backends]] entry is required"));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.name.is_empty() {
+                return Err(invalid(format!("backends[{i}].name"), "must not be empty"));
+            }
+            if self.backends[..i].iter().any(|o| o.name == b.name) {
+                return Err(invalid(format!("backends[{i}].name"), format!("duplicate name {:?}", b.name)));
+            }
+            match b.address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => {
+                    return Err(invalid(
+                        format!("backends[{i}].address"),
+                        format!("{:?} is not host:port", b.address),
+                    ))
+                }
+            }
+        }
+        if self.users.is_empty() {
+            return Err(invalid("users", "at least one [[users]] entry is required"));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(invalid(format!("users[{i}].name"), "must not be empty"));
+            }
+            if self.users[..i].iter().any(|o| o.name == u.name) {
+                return Err(invalid(format!("users[{i}].name"), format!("duplicate user {:?}", u.name)));
+            }
+            if u.password.is_none() && self.auth.method != AuthMethod::Trust {
+                return Err(invalid(
+                    format!("users[{i}].password"),
+                    "required (or password_env) unless auth.method = \"trust\"",
+                ));
+            }
+        }
+        if let Some(user) = &self.health.user {
+            if !self.users.iter().any(|u| &u.name == user) {
+                return Err(invalid("health.user", format!("{user:?} is not one of [[users]]")));
+            }
+        }
+        let l = &self.listen;
+        if l.read_write == l.read_only || l.read_write == l.admin || l.read_only == l.admin {
+            if l.read_write.port() != 0 {
+                return Err(invalid("listen", "read_write, read_only and admin must differ"));
+            }
+        }
+        let lim = &self.limits;
+        if !(1024..=(1 << 30)).contains(&lim.max_message_size) {
+            return Err(invalid("limits.max_message_size", "must be between 1024 and 1073741824"));
+        }
+        if lim.max_client_connections == 0 {
+            return Err(invalid("limits.max_client_connections", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("limits.login_timeout_ms", lim.login_timeout_ms),
+            ("limits.connect_timeout_ms", lim.connect_timeout_ms),
+            ("health.interval_ms", self.health.interval_ms),
+            ("health.timeout_ms", self.health.timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.runtime.worker_threads == Some(0) {
+            return Err(invalid("runtime.worker_threads", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The user probes log in as.
+    pub fn health_user(&self) -> &User {
+        let name = self.health.user.as_deref();
+        self.users
+            .iter()
+            .find(|u| Some(u.name.as_str()) == name)
+            .unwrap_or(&self.users[0])
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `--check`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        for u in &mut shown.users {
+            if u.password_env.is_some() {
+                u.password = None;
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}

@@ -1,0 +1,86 @@
+use super::*;
+
+const ISSUE_EXAMPLE: &str = r#"
+[listen]
+read_write = "127.0.0.1:5433"
+read_only  = "127.0.0.1:5434"
+admin      = "127.0.0.1:9930"
+
+[[backends]]
+name = "pg1"
+address = "127.0.0.1:15432"
+weight = 1
+
+[[backends]]
+name = "pg2"
+address = "127.0.0.1:15433"
+weight = 1
+
+[[backends]]
+name = "pg3"
+address = "127.0.0.1:15434"
+weight = 2
+
+[[users]]
+name = "app"
+password = "app"
+
+[health]
+interval_ms = 500
+"#;
+
+#[test]
+fn the_documented_example_loads() {
+    let c = Config::parse(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.backends.len(), 3);
+    assert_eq!(c.backends[2].weight, 2);
+    assert_eq!(c.auth.method, AuthMethod::ScramSha256);
+    assert_eq!(c.health.interval_ms, 500);
+    assert_eq!(c.limits.max_client_connections, 1000);
+    assert_eq!(c.health_user().name, "app");
+}
+
+#[test]
+fn the_reference_file_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml")).unwrap();
+    Config::parse(&text).unwrap();
+}
+
+#[test]
+fn redacted_output_hides_passwords() {
+    let c = Config::parse(ISSUE_EXAMPLE).unwrap();
+    let shown = c.to_redacted_toml();
+    assert!(shown.contains("<redacted>"));
+    assert!(!shown.contains("password = \"app\""), "{shown}");
+    assert!(!format!("{c:?}").contains("Secret(\"app\")"));
+}
+
+fn err_of(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err_of(&format!("{ISSUE_EXAMPLE}\n[limits]\nmax_clients = 3\n"));
+    assert!(e.contains("max_clients"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let e = err_of(&ISSUE_EXAMPLE.replace("127.0.0.1:15434", "nohostport"));
+    assert!(e.contains("backends[2].address"), "{e}");
+    let e = err_of(&ISSUE_EXAMPLE.replace("name = \"pg2\"", "name = \"pg1\""));
+    assert!(e.contains("backends[1].name"), "{e}");
+    let e = err_of(&ISSUE_EXAMPLE.replace("password = \"app\"", "password_env = \"PGSPLIT_TEST_SURELY_UNSET\""));
+    assert!(e.contains("PGSPLIT_TEST_SURELY_UNSET"), "{e}");
+    let e = err_of(&format!("{ISSUE_EXAMPLE}\n[limits]\nmax_message_size = 10\n"));
+    assert!(e.contains("limits.max_message_size"), "{e}");
+}
+
+#[test]
+fn password_env_is_resolved() {
+    let mut c: Config = toml::from_str(&ISSUE_EXAMPLE.replace("password = \"app\"", "password_env = \"PW\"")).unwrap();
+    c.resolve_passwords(|v| (v == "PW").then(|| "from-env".to_string())).unwrap();
+    assert_eq!(c.users[0].password.as_ref().unwrap().expose(), "from-env");
+    assert!(!c.to_redacted_toml().contains("from-env"));
+}

@@ -1,0 +1,102 @@
+//! The `pgsplit` binary: command line, logging, runtime, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use pgsplit::app::Proxy;
+use pgsplit::config::Config;
+
+#[derive(Parser)]
+#[command(version, about = "A PostgreSQL proxy that splits reads from writes")]
+struct Cli {
+    /// Configuration file (TOML). See config/pgsplit.toml.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print it (secrets redacted) and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local primary and two replicas with pgsplit in front, show where
+    /// statements go, and keep running until Ctrl-C.
+    Demo(demo::DemoArgs),
+    /// Start a local primary and replicas for scripts (benchmarks); writes
+    /// their ports to DIR/cluster.env and runs until SIGTERM or Ctrl-C.
+    Testbed(demo::TestbedArgs),
+}
+
+mod demo;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Some(Command::Demo(args)) => demo::demo(args),
+        Some(Command::Testbed(args)) => demo::testbed(args),
+        None => run(cli.config, cli.check),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgsplit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
+    let path = config_path.context("--config FILE is required (see config/pgsplit.toml)")?;
+    let config = Config::load(&path)?;
+    if check {
+        print!("{}", config.to_redacted_toml());
+        eprintln!("pgsplit: {} is valid", path.display());
+        return Ok(());
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.runtime.worker_threads {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build()?.block_on(async move {
+        let proxy = Proxy::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        proxy.shutdown(Duration::from_secs(30)).await;
+        anyhow::Ok(())
+    })
+}
+
+/// SIGTERM or SIGINT.
+pub(crate) async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

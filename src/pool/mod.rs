@@ -1,0 +1,143 @@
+//! Server connections: opening a TCP connection to a backend and logging in as
+//! the client's user. This stage gives each session its own server connection
+//! for its life; pooling and reuse come with per-statement routing, behind the
+//! same `connect`/`ServerConn` seam.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::auth::server::{login, LoginError};
+use crate::auth::UserEntry;
+use crate::cancel::CancelTarget;
+use crate::protocol::startup::CancelKey;
+use crate::route::Target;
+
+/// A logged-in connection to one backend.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Index of the configured backend.
+    pub backend: usize,
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The server's own cancel key.
+    pub key: CancelKey,
+    /// ParameterStatus messages from login, as wire bytes.
+    pub parameters: BytesMut,
+}
+
+impl ServerConn {
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget {
+            addr: self.addr,
+            key: self.key,
+        }
+    }
+}
+
+/// Why no server connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("pgsplit could not connect to backend {backend} ({address}): {source}")]
+    Unreachable {
+        backend: String,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pgsplit timed out after {ms} ms connecting to backend {backend} ({address})")]
+    Timeout { backend: String, address: String, ms: u128 },
+    #[error("backend {backend}: {source}")]
+    Login {
+        backend: String,
+        #[source]
+        source: LoginError,
+    },
+}
+
+impl ConnectError {
+    /// SQLSTATE for the client: the server's own code when it refused us (an
+    /// unknown database is 3D000 whoever asks), else 08001.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ConnectError::Login {
+                source: LoginError::Refused { code, .. },
+                ..
+            } => code,
+            _ => "08001",
+        }
+    }
+
+    /// The message for the client: the server's own words when it refused us.
+    pub fn client_message(&self) -> String {
+        match self {
+            ConnectError::Login {
+                source: LoginError::Refused { message, .. },
+                ..
+            } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// True when another backend might do better (the server was unreachable).
+    pub fn is_unreachable(&self) -> bool {
+        !matches!(
+            self,
+            ConnectError::Login {
+                source: LoginError::Refused { .. },
+                ..
+            }
+        )
+    }
+}
+
+/// Connects to `target` and logs in with `params` (which must include `user`
+/// and `database`), all within `timeout`.
+pub async fn connect(
+    target: &Target,
+    user: &UserEntry,
+    params: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<ServerConn, ConnectError> {
+    let timed_out = || ConnectError::Timeout {
+        backend: target.name.clone(),
+        address: target.address.clone(),
+        ms: timeout.as_millis(),
+    };
+    let work = async {
+        let stream = TcpStream::connect(&target.address)
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                backend: target.name.clone(),
+                address: target.address.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true).ok();
+        let addr = stream.peer_addr().map_err(|source| ConnectError::Unreachable {
+            backend: target.name.clone(),
+            address: target.address.clone(),
+            source,
+        })?;
+        let mut stream = stream;
+        let read_only = [("default_transaction_read_only", "on")];
+        let extra: &[(&str, &str)] = if target.read_only { &read_only } else { &[] };
+        let login = login(&mut stream, user, params.iter().chain(extra).copied())
+            .await
+            .map_err(|source| ConnectError::Login {
+                backend: target.name.clone(),
+                source,
+            })?;
+        Ok(ServerConn {
+            stream,
+            backend: target.backend,
+            name: target.name.clone(),
+            addr,
+            key: login.key,
+            parameters: login.parameters,
+        })
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| timed_out())?
+}

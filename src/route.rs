@@ -1,0 +1,125 @@
+//! Where a session's statements go: listener + topology snapshot -> backend.
+//!
+//! This stage routes per session: the read-write listener goes to the current
+//! primary; the read-only listener to a replica taken from the snapshot's
+//! weighted schedule, or, with no replica available, to the primary with
+//! `default_transaction_read_only = on`. When unsure, the primary.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::topology::{Snapshot, Topology};
+
+/// Which client port a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::ReadWrite => "read_write",
+            Listener::ReadOnly => "read_only",
+        }
+    }
+}
+
+/// A backend chosen for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Index into the configured backends.
+    pub backend: usize,
+    pub name: String,
+    pub address: String,
+    /// Log in with `default_transaction_read_only = on` (a read-only session
+    /// that fell back to the primary).
+    pub read_only: bool,
+}
+
+/// No backend could be chosen in time.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no primary available after waiting {waited_ms} ms: {situation}")]
+    NoPrimary { waited_ms: u128, situation: String },
+}
+
+impl RouteError {
+    pub fn sqlstate(&self) -> &'static str {
+        // cannot_connect_now: the condition is expected to pass (failover).
+        "57P03"
+    }
+}
+
+fn target(snapshot: &Snapshot, backend: usize, read_only: bool) -> Target {
+    let b = &snapshot.backends[backend];
+    Target {
+        backend,
+        name: b.name.clone(),
+        address: b.address.clone(),
+        read_only,
+    }
+}
+
+fn describe(snapshot: &Snapshot) -> String {
+    if snapshot.primaries_seen > 1 {
+        let names: Vec<&str> = snapshot
+            .backends
+            .iter()
+            .filter(|b| b.healthy && b.role == crate::topology::Role::Primary)
+            .map(|b| b.name.as_str())
+            .collect();
+        return format!("{} backends claim to be primary ({}); refusing to guess", names.len(), names.join(", "));
+    }
+    let down: Vec<String> = snapshot
+        .backends
+        .iter()
+        .filter(|b| !b.healthy)
+        .map(|b| format!("{} ({})", b.name, b.last_error.as_deref().unwrap_or("not probed yet")))
+        .collect();
+    if down.is_empty() {
+        "every reachable backend is in recovery".into()
+    } else {
+        format!("unreachable: {}", down.join(", "))
+    }
+}
+
+/// Picks a backend for a new session on `listener`, waiting up to `wait` for
+/// the topology to offer one. `exclude` lists backends that just failed to
+/// connect. Cancel-safe.
+pub async fn choose(
+    topology: &Topology,
+    listener: Listener,
+    wait: Duration,
+    exclude: &[usize],
+) -> Result<Target, RouteError> {
+    let start = Instant::now();
+    let deadline = start + wait;
+    let mut changes = topology.subscribe();
+    loop {
+        let snapshot = topology.snapshot();
+        if listener == Listener::ReadOnly && (snapshot.complete || Instant::now() >= deadline) {
+            for _ in 0..snapshot.read_schedule.len() {
+                match topology.next_replica(&snapshot) {
+                    Some(i) if !exclude.contains(&i) => return Ok(target(&snapshot, i, false)),
+                    _ => {}
+                }
+            }
+        }
+        let may_fall_back = listener == Listener::ReadWrite || snapshot.complete;
+        if let Some(p) = snapshot.primary.filter(|p| may_fall_back && !exclude.contains(p)) {
+            return Ok(target(&snapshot, p, listener == Listener::ReadOnly));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(RouteError::NoPrimary {
+                waited_ms: (now - start).as_millis(),
+                situation: describe(&snapshot),
+            });
+        }
+        // A new snapshot or the deadline, whichever comes first.
+        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+    }
+}

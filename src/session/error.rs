@@ -1,0 +1,93 @@
+//! How a session can end badly, and what the client is told.
+
+use crate::auth::AuthError;
+use crate::error::{sqlstate, ErrorKind};
+use crate::pool::ConnectError;
+use crate::protocol::ProtocolError;
+use crate::route::RouteError;
+use crate::wire::WireError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("sorry, too many clients already (max_client_connections = {max})")]
+    TooManyClients { max: usize },
+    #[error("timed out after {ms} ms waiting for the client to log in (limits.login_timeout_ms)")]
+    LoginTimeout { ms: u64 },
+    #[error("pgsplit requires TLS on this port; connect with sslmode=require")]
+    TlsRequired,
+    #[error("no user name specified in startup packet")]
+    NoUser,
+    #[error("replication connections are not supported by pgsplit; connect to the backend directly")]
+    Replication,
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("lost the connection to backend {backend} ({address})")]
+    ServerLost { backend: String, address: String },
+    #[error("terminating connection because pgsplit is shutting down")]
+    Shutdown,
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client connection failed: {0}")]
+    ClientIo(#[source] std::io::Error),
+}
+
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Closed => SessionError::ClientGone,
+            WireError::Io(e) => SessionError::ClientIo(e),
+            WireError::Protocol(p) => SessionError::Protocol(p),
+        }
+    }
+}
+
+impl SessionError {
+    /// SQLSTATE for an ErrorResponse, or None when nobody is left to tell.
+    pub fn sqlstate(&self) -> Option<&str> {
+        Some(match self {
+            SessionError::Protocol(_) | SessionError::LoginTimeout { .. } => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::Auth(AuthError::Wire(WireError::Closed | WireError::Io(_))) => return None,
+            SessionError::Auth(e) => e.sqlstate(),
+            SessionError::Route(e) => e.sqlstate(),
+            SessionError::Connect(e) => e.sqlstate(),
+            SessionError::TooManyClients { .. } => sqlstate::TOO_MANY_CONNECTIONS,
+            SessionError::TlsRequired | SessionError::NoUser => sqlstate::INVALID_AUTHORIZATION,
+            SessionError::Replication => sqlstate::FEATURE_NOT_SUPPORTED,
+            SessionError::ServerLost { .. } => sqlstate::CONNECTION_FAILURE,
+            SessionError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+            SessionError::Tls(_) | SessionError::ClientGone | SessionError::ClientIo(_) => return None,
+        })
+    }
+
+    /// The message for the client.
+    pub fn client_message(&self) -> String {
+        match self {
+            SessionError::Connect(e) => e.client_message(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SessionError::Protocol(_)
+            | SessionError::Auth(_)
+            | SessionError::TlsRequired
+            | SessionError::NoUser
+            | SessionError::Replication
+            | SessionError::Tls(_)
+            | SessionError::ClientGone
+            | SessionError::ClientIo(_) => ErrorKind::Client,
+            SessionError::LoginTimeout { .. } => ErrorKind::Timeout,
+            SessionError::Route(_) | SessionError::Connect(_) | SessionError::ServerLost { .. } => ErrorKind::Server,
+            SessionError::TooManyClients { .. } | SessionError::Shutdown => ErrorKind::Service,
+        }
+    }
+}
