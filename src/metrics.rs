@@ -99,12 +99,17 @@ impl Metrics {
             "Reachable backends not in recovery (more than 1 is split brain)",
             primaries_seen.clone(),
         );
-        let to_server = bytes.get_or_create(&DirectionLabel {
-            direction: "client_to_server",
-        });
-        let to_client = bytes.get_or_create(&DirectionLabel {
-            direction: "server_to_client",
-        });
+        // Each guard is released (the handle cloned out) before the next lookup.
+        let to_server = bytes
+            .get_or_create(&DirectionLabel {
+                direction: "client_to_server",
+            })
+            .clone();
+        let to_client = bytes
+            .get_or_create(&DirectionLabel {
+                direction: "server_to_client",
+            })
+            .clone();
         let listener = |l: Listener| ListenerMetrics {
             listener: l,
             connections: connections.get_or_create(&ListenerLabel { listener: l.as_str() }).clone(),
