@@ -137,8 +137,18 @@ impl Proxy {
         let tracker = TaskTracker::new();
         let config = shared.config.load_full();
         crate::topology::probe::spawn_all(&shared.topology, &config, &shared.shutdown, &tracker);
-        tracker.spawn(accept_loop(rw, Listener::ReadWrite, shared.clone(), tracker.clone()));
-        tracker.spawn(accept_loop(ro, Listener::ReadOnly, shared.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            rw,
+            Listener::ReadWrite,
+            shared.clone(),
+            tracker.clone(),
+        ));
+        tracker.spawn(accept_loop(
+            ro,
+            Listener::ReadOnly,
+            shared.clone(),
+            tracker.clone(),
+        ));
         tracker.spawn(crate::admin::serve(admin, shared.clone()));
         tracing::info!(
             read_write = %read_write_addr, read_only = %read_only_addr, admin = %admin_addr,
@@ -158,7 +168,10 @@ impl Proxy {
     pub async fn shutdown(self, grace: Duration) {
         self.shared.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("sessions still busy after the shutdown grace period; closing them");
         }
     }
@@ -169,7 +182,12 @@ impl Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Listener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -181,7 +199,13 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>,
                     tracing::warn!(client = %peer, "connection flood: closing without a reply");
                     continue;
                 };
-                tracker.spawn(crate::session::serve(tcp, peer, kind, shared.clone(), admission));
+                tracker.spawn(crate::session::serve(
+                    tcp,
+                    peer,
+                    kind,
+                    shared.clone(),
+                    admission,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -67,7 +67,11 @@ impl CancelHandle {
 impl Drop for CancelHandle {
     fn drop(&mut self) {
         let key = self.slot.key;
-        self.registry.shard(key.pid).lock().unwrap_or_else(|p| p.into_inner()).remove(&key.pid);
+        self.registry
+            .shard(key.pid)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key.pid);
     }
 }
 
@@ -103,7 +107,12 @@ impl CancelRegistry {
 
     /// The target for a client's key, if the key is known and its secret matches.
     pub fn lookup(&self, key: CancelKey) -> Option<CancelTarget> {
-        let slot = self.shard(key.pid).lock().unwrap_or_else(|p| p.into_inner()).get(&key.pid).cloned()?;
+        let slot = self
+            .shard(key.pid)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key.pid)
+            .cloned()?;
         if slot.key.secret != key.secret {
             return None;
         }
@@ -111,7 +120,10 @@ impl CancelRegistry {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +137,9 @@ pub async fn send_cancel(target: CancelTarget, wait: Duration) -> std::io::Resul
     let mut stream = tokio::time::timeout(wait, TcpStream::connect(target.addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.write_all(&encode::cancel_request(target.key)).await?;
+    stream
+        .write_all(&encode::cancel_request(target.key))
+        .await?;
     let mut sink = [0u8; 64];
     let _ = tokio::time::timeout(wait, stream.read(&mut sink)).await;
     Ok(())

@@ -80,13 +80,29 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         let connections = Family::<ListenerLabel, Gauge>::default();
-        registry.register("pgsplit_client_connections", "Client connections open now", connections.clone());
+        registry.register(
+            "pgsplit_client_connections",
+            "Client connections open now",
+            connections.clone(),
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("pgsplit_client_errors", "Errors sent to clients, by SQLSTATE", errors.clone());
+        registry.register(
+            "pgsplit_client_errors",
+            "Errors sent to clients, by SQLSTATE",
+            errors.clone(),
+        );
         let bytes = Family::<DirectionLabel, Counter>::default();
-        registry.register("pgsplit_bytes", "Bytes forwarded between clients and servers", bytes.clone());
+        registry.register(
+            "pgsplit_bytes",
+            "Bytes forwarded between clients and servers",
+            bytes.clone(),
+        );
         let backend_up = Family::<BackendLabel, Gauge>::default();
-        registry.register("pgsplit_backend_up", "1 if the last health probe succeeded", backend_up.clone());
+        registry.register(
+            "pgsplit_backend_up",
+            "1 if the last health probe succeeded",
+            backend_up.clone(),
+        );
         let backend_is_primary = Family::<BackendLabel, Gauge>::default();
         registry.register(
             "pgsplit_backend_is_primary",
@@ -112,7 +128,11 @@ impl Metrics {
             .clone();
         let listener = |l: Listener| ListenerMetrics {
             listener: l,
-            connections: connections.get_or_create(&ListenerLabel { listener: l.as_str() }).clone(),
+            connections: connections
+                .get_or_create(&ListenerLabel {
+                    listener: l.as_str(),
+                })
+                .clone(),
             errors: errors.clone(),
             bytes_to_server: to_server.clone(),
             bytes_to_client: to_client.clone(),
@@ -138,14 +158,21 @@ impl Metrics {
     /// from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         for (i, b) in snapshot.backends.iter().enumerate() {
-            let label = BackendLabel { backend: b.name.clone() };
-            self.backend_up.get_or_create(&label).set(i64::from(b.healthy));
+            let label = BackendLabel {
+                backend: b.name.clone(),
+            };
+            self.backend_up
+                .get_or_create(&label)
+                .set(i64::from(b.healthy));
             let primary = snapshot.primary == Some(i) && b.role == Role::Primary;
-            self.backend_is_primary.get_or_create(&label).set(i64::from(primary));
+            self.backend_is_primary
+                .get_or_create(&label)
+                .set(i64::from(primary));
         }
         self.primaries_seen.set(snapshot.primaries_seen as i64);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

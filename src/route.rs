@@ -42,14 +42,22 @@ pub struct Target {
 /// No backend could be chosen in time.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
+    /// Backends answer, but none may take this session (all in recovery, or
+    /// two claim to be primary).
     #[error("no primary available after waiting {waited_ms} ms: {situation}")]
     NoPrimary { waited_ms: u128, situation: String },
+    /// No backend answers at all.
+    #[error("pgsplit could not reach any backend after waiting {waited_ms} ms: {situation}")]
+    Unreachable { waited_ms: u128, situation: String },
 }
 
 impl RouteError {
     pub fn sqlstate(&self) -> &'static str {
-        // cannot_connect_now: the condition is expected to pass (failover).
-        "57P03"
+        match self {
+            // cannot_connect_now: expected to pass (a failover in progress).
+            RouteError::NoPrimary { .. } => crate::error::sqlstate::CANNOT_CONNECT_NOW,
+            RouteError::Unreachable { .. } => crate::error::sqlstate::CANNOT_CONNECT,
+        }
     }
 }
 
@@ -71,13 +79,23 @@ fn describe(snapshot: &Snapshot) -> String {
             .filter(|b| b.healthy && b.role == crate::topology::Role::Primary)
             .map(|b| b.name.as_str())
             .collect();
-        return format!("{} backends claim to be primary ({}); refusing to guess", names.len(), names.join(", "));
+        return format!(
+            "{} backends claim to be primary ({}); refusing to guess",
+            names.len(),
+            names.join(", ")
+        );
     }
     let down: Vec<String> = snapshot
         .backends
         .iter()
         .filter(|b| !b.healthy)
-        .map(|b| format!("{} ({})", b.name, b.last_error.as_deref().unwrap_or("not probed yet")))
+        .map(|b| {
+            format!(
+                "{} ({})",
+                b.name,
+                b.last_error.as_deref().unwrap_or("not probed yet")
+            )
+        })
         .collect();
     if down.is_empty() {
         "every reachable backend is in recovery".into()
@@ -109,14 +127,26 @@ pub async fn choose(
             }
         }
         let may_fall_back = listener == Listener::ReadWrite || snapshot.complete;
-        if let Some(p) = snapshot.primary.filter(|p| may_fall_back && !exclude.contains(p)) {
+        if let Some(p) = snapshot
+            .primary
+            .filter(|p| may_fall_back && !exclude.contains(p))
+        {
             return Ok(target(&snapshot, p, listener == Listener::ReadOnly));
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(RouteError::NoPrimary {
-                waited_ms: (now - start).as_millis(),
-                situation: describe(&snapshot),
+            let waited_ms = (now - start).as_millis();
+            let situation = describe(&snapshot);
+            return Err(if snapshot.backends.iter().any(|b| b.healthy) {
+                RouteError::NoPrimary {
+                    waited_ms,
+                    situation,
+                }
+            } else {
+                RouteError::Unreachable {
+                    waited_ms,
+                    situation,
+                }
             });
         }
         // A new snapshot or the deadline, whichever comes first.

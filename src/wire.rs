@@ -37,7 +37,10 @@ pub async fn read_message<S: AsyncRead + Unpin>(
 }
 
 /// `read_exact` that reports a clean EOF as [`WireError::Closed`].
-pub async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, out: &mut [u8]) -> Result<(), WireError> {
+pub async fn read_exact<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    out: &mut [u8],
+) -> Result<(), WireError> {
     match stream.read_exact(out).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Closed),
@@ -46,7 +49,10 @@ pub async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, out: &mut [u8]) ->
 }
 
 /// Writes `buf` whole, flushes, and clears it.
-pub async fn send<S: AsyncWrite + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<(), WireError> {
+pub async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
     stream.write_all(buf).await?;
     stream.flush().await?;
     buf.clear();

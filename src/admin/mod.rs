@@ -37,7 +37,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, &req)) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         });
     }
 }
@@ -89,9 +91,14 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 primary: snapshot.primary.map(|p| snapshot.backends[p].name.as_str()),
                 topology: &snapshot,
             };
-            let body = serde_json::to_string_pretty(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let body = serde_json::to_string_pretty(&status)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             reply(StatusCode::OK, "application/json", body + "\n")
         }
-        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found: try /healthz /readyz /metrics /status\n"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /healthz /readyz /metrics /status\n",
+        ),
     }
 }

@@ -26,7 +26,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     match method {
         AuthMethod::Trust => {}
         AuthMethod::Md5 => {
-            let password = user.password.as_ref().ok_or_else(|| AuthError::WrongPassword(user.name.clone()))?;
+            let password = user
+                .password
+                .as_ref()
+                .ok_or_else(|| AuthError::WrongPassword(user.name.clone()))?;
             let salt: [u8; 4] = rand::random();
             encode::auth_md5(out, salt);
             wire::send(stream, out).await?;
@@ -42,7 +45,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         AuthMethod::ScramSha256 => {
-            let keys = user.scram.as_ref().ok_or_else(|| AuthError::WrongPassword(user.name.clone()))?;
+            let keys = user
+                .scram
+                .as_ref()
+                .ok_or_else(|| AuthError::WrongPassword(user.name.clone()))?;
             encode::auth_sasl(out, &[MECHANISM]);
             wire::send(stream, out).await?;
             expect_password(stream, &mut buf).await?;
@@ -63,7 +69,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads the client's next message, which must be a password-type ('p') one.
-async fn expect_password<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<(), AuthError> {
+async fn expect_password<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<(), AuthError> {
     let t = read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
     if t != tag::PASSWORD {
         return Err(ProtocolError::Unexpected {

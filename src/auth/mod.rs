@@ -38,9 +38,10 @@ impl AuthError {
         match self {
             AuthError::UnknownUser(_) => "28000",
             AuthError::WrongPassword(_) => "28P01",
-            AuthError::BadMechanism | AuthError::Scram(_) | AuthError::Protocol(_) | AuthError::Wire(_) => {
-                "08P01"
-            }
+            AuthError::BadMechanism
+            | AuthError::Scram(_)
+            | AuthError::Protocol(_)
+            | AuthError::Wire(_) => "08P01",
         }
     }
 }
@@ -68,7 +69,10 @@ impl Users {
             .users
             .iter()
             .map(|u| {
-                let scram = u.password.as_ref().map(|p| scram::ScramKeys::derive(p.expose().as_bytes()));
+                let scram = u
+                    .password
+                    .as_ref()
+                    .map(|p| scram::ScramKeys::derive(p.expose().as_bytes()));
                 let entry = UserEntry {
                     name: u.name.clone(),
                     password: u.password.clone(),

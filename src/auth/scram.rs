@@ -74,13 +74,19 @@ impl<'k> ScramServer<'k> {
     pub fn start(keys: &'k ScramKeys, client_first: &[u8]) -> Result<(Self, String), AuthError> {
         let msg = std::str::from_utf8(client_first).map_err(|_| AuthError::Scram("not UTF-8"))?;
         // gs2-header: cbind-flag "," [authzid] ","
-        let (flag, rest) = msg.split_once(',').ok_or(AuthError::Scram("missing GS2 header"))?;
+        let (flag, rest) = msg
+            .split_once(',')
+            .ok_or(AuthError::Scram("missing GS2 header"))?;
         match flag {
             "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(AuthError::Scram("channel binding was not offered")),
+            f if f.starts_with("p=") => {
+                return Err(AuthError::Scram("channel binding was not offered"))
+            }
             _ => return Err(AuthError::Scram("bad channel binding flag")),
         }
-        let (authzid, bare) = rest.split_once(',').ok_or(AuthError::Scram("missing GS2 header"))?;
+        let (authzid, bare) = rest
+            .split_once(',')
+            .ok_or(AuthError::Scram("missing GS2 header"))?;
         if !authzid.is_empty() {
             return Err(AuthError::Scram("authorization identity is not supported"));
         }
@@ -111,7 +117,9 @@ impl<'k> ScramServer<'k> {
     /// server-final message (`v=...`). `user` only names the user in the error.
     pub fn finish(self, client_final: &[u8], user: &str) -> Result<String, AuthError> {
         let msg = std::str::from_utf8(client_final).map_err(|_| AuthError::Scram("not UTF-8"))?;
-        let (without_proof, proof_b64) = msg.rsplit_once(",p=").ok_or(AuthError::Scram("missing proof"))?;
+        let (without_proof, proof_b64) = msg
+            .rsplit_once(",p=")
+            .ok_or(AuthError::Scram("missing proof"))?;
         let mut attrs = without_proof.split(',');
         let binding = attrs
             .next()
@@ -132,7 +140,10 @@ impl<'k> ScramServer<'k> {
             .ok()
             .and_then(|p| p.try_into().ok())
             .ok_or(AuthError::Scram("malformed proof"))?;
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let client_signature = hmac(&self.keys.stored_key, &[auth_message.as_bytes()]);
         let mut client_key = proof;
         for (k, s) in client_key.iter_mut().zip(client_signature) {
@@ -155,11 +166,14 @@ mod tests {
     /// Runs a whole exchange with postgres-protocol's client implementation.
     fn exchange(server_password: &str, client_password: &str) -> Result<(), AuthError> {
         let keys = ScramKeys::derive(server_password.as_bytes());
-        let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
+        let mut client =
+            ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
         let (server, server_first) = ScramServer::start(&keys, client.message())?;
         client.update(server_first.as_bytes()).unwrap();
         let server_final = server.finish(client.message(), "app")?;
-        client.finish(server_final.as_bytes()).expect("client accepts the server signature");
+        client
+            .finish(server_final.as_bytes())
+            .expect("client accepts the server signature");
         Ok(())
     }
 
@@ -170,7 +184,9 @@ mod tests {
 
     #[test]
     fn wrong_password_is_refused() {
-        assert!(matches!(exchange("s3cret", "guess"), Err(AuthError::WrongPassword(u)) if u == "app"));
+        assert!(
+            matches!(exchange("s3cret", "guess"), Err(AuthError::WrongPassword(u)) if u == "app")
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
                     wire::send(stream, &mut out).await?;
                 }
                 AuthRequest::Md5 { salt } => {
-                    let hash = postgres_protocol::authentication::md5_hash(user.name.as_bytes(), password()?, salt);
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        user.name.as_bytes(),
+                        password()?,
+                        salt,
+                    );
                     encode::password_message(&mut out, hash.as_bytes());
                     wire::send(stream, &mut out).await?;
                 }
@@ -90,16 +94,22 @@ pub async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
                     scram = Some(client);
                 }
                 AuthRequest::SaslContinue(data) => {
-                    let client = scram.as_mut().ok_or(ProtocolError::Malformed { what: "SASL exchange" })?;
+                    let client = scram.as_mut().ok_or(ProtocolError::Malformed {
+                        what: "SASL exchange",
+                    })?;
                     client.update(data).map_err(LoginError::Scram)?;
                     encode::sasl_response(&mut out, client.message());
                     wire::send(stream, &mut out).await?;
                 }
                 AuthRequest::SaslFinal(data) => {
-                    let client = scram.as_mut().ok_or(ProtocolError::Malformed { what: "SASL exchange" })?;
+                    let client = scram.as_mut().ok_or(ProtocolError::Malformed {
+                        what: "SASL exchange",
+                    })?;
                     client.finish(data).map_err(LoginError::Scram)?;
                 }
-                AuthRequest::Other(code) => return Err(LoginError::Unsupported(format!("code {code}"))),
+                AuthRequest::Other(code) => {
+                    return Err(LoginError::Unsupported(format!("code {code}")))
+                }
             },
             tag::PARAMETER_STATUS => {
                 message::parameter_status(&buf)?;
@@ -109,7 +119,9 @@ pub async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
             }
             tag::BACKEND_KEY_DATA => key = Some(message::backend_key_data(&buf)?),
             tag::READY_FOR_QUERY => {
-                let key = key.ok_or(ProtocolError::Malformed { what: "login without BackendKeyData" })?;
+                let key = key.ok_or(ProtocolError::Malformed {
+                    what: "login without BackendKeyData",
+                })?;
                 return Ok(ServerLogin { key, parameters });
             }
             tag::ERROR_RESPONSE => {

@@ -270,7 +270,10 @@ impl Config {
         Ok(config)
     }
 
-    fn resolve_passwords(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn resolve_passwords(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         for (i, user) in self.users.iter_mut().enumerate() {
             match (&user.password, &user.password_env) {
                 (Some(_), Some(_)) => {
@@ -297,14 +300,20 @@ impl Config {
     /// Checks everything serde cannot: presence, uniqueness, ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
-            return Err(invalid("backends", "at least one [[backends]] entry is required"));
+            return Err(invalid(
+                "backends",
+                "at least one [[backends]] entry is required",
+            ));
         }
         for (i, b) in self.backends.iter().enumerate() {
             if b.name.is_empty() {
                 return Err(invalid(format!("backends[{i}].name"), "must not be empty"));
             }
             if self.backends[..i].iter().any(|o| o.name == b.name) {
-                return Err(invalid(format!("backends[{i}].name"), format!("duplicate name {:?}", b.name)));
+                return Err(invalid(
+                    format!("backends[{i}].name"),
+                    format!("duplicate name {:?}", b.name),
+                ));
             }
             match b.address.rsplit_once(':') {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
@@ -324,7 +333,10 @@ impl Config {
                 return Err(invalid(format!("users[{i}].name"), "must not be empty"));
             }
             if self.users[..i].iter().any(|o| o.name == u.name) {
-                return Err(invalid(format!("users[{i}].name"), format!("duplicate user {:?}", u.name)));
+                return Err(invalid(
+                    format!("users[{i}].name"),
+                    format!("duplicate user {:?}", u.name),
+                ));
             }
             if u.password.is_none() && self.auth.method != AuthMethod::Trust {
                 return Err(invalid(
@@ -335,21 +347,33 @@ impl Config {
         }
         if let Some(user) = &self.health.user {
             if !self.users.iter().any(|u| &u.name == user) {
-                return Err(invalid("health.user", format!("{user:?} is not one of [[users]]")));
+                return Err(invalid(
+                    "health.user",
+                    format!("{user:?} is not one of [[users]]"),
+                ));
             }
         }
         let l = &self.listen;
         if l.read_write == l.read_only || l.read_write == l.admin || l.read_only == l.admin {
             if l.read_write.port() != 0 {
-                return Err(invalid("listen", "read_write, read_only and admin must differ"));
+                return Err(invalid(
+                    "listen",
+                    "read_write, read_only and admin must differ",
+                ));
             }
         }
         let lim = &self.limits;
         if !(1024..=(1 << 30)).contains(&lim.max_message_size) {
-            return Err(invalid("limits.max_message_size", "must be between 1024 and 1073741824"));
+            return Err(invalid(
+                "limits.max_message_size",
+                "must be between 1024 and 1073741824",
+            ));
         }
         if lim.max_client_connections == 0 {
-            return Err(invalid("limits.max_client_connections", "must be at least 1"));
+            return Err(invalid(
+                "limits.max_client_connections",
+                "must be at least 1",
+            ));
         }
         for (key, v) in [
             ("limits.login_timeout_ms", lim.login_timeout_ms),

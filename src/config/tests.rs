@@ -42,7 +42,8 @@ fn the_documented_example_loads() {
 
 #[test]
 fn the_reference_file_loads() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml"))
+        .unwrap();
     Config::parse(&text).unwrap();
 }
 
@@ -71,16 +72,24 @@ fn bad_values_name_their_key() {
     assert!(e.contains("backends[2].address"), "{e}");
     let e = err_of(&ISSUE_EXAMPLE.replace("name = \"pg2\"", "name = \"pg1\""));
     assert!(e.contains("backends[1].name"), "{e}");
-    let e = err_of(&ISSUE_EXAMPLE.replace("password = \"app\"", "password_env = \"PGSPLIT_TEST_SURELY_UNSET\""));
+    let e = err_of(&ISSUE_EXAMPLE.replace(
+        "password = \"app\"",
+        "password_env = \"PGSPLIT_TEST_SURELY_UNSET\"",
+    ));
     assert!(e.contains("PGSPLIT_TEST_SURELY_UNSET"), "{e}");
-    let e = err_of(&format!("{ISSUE_EXAMPLE}\n[limits]\nmax_message_size = 10\n"));
+    let e = err_of(&format!(
+        "{ISSUE_EXAMPLE}\n[limits]\nmax_message_size = 10\n"
+    ));
     assert!(e.contains("limits.max_message_size"), "{e}");
 }
 
 #[test]
 fn password_env_is_resolved() {
-    let mut c: Config = toml::from_str(&ISSUE_EXAMPLE.replace("password = \"app\"", "password_env = \"PW\"")).unwrap();
-    c.resolve_passwords(|v| (v == "PW").then(|| "from-env".to_string())).unwrap();
+    let mut c: Config =
+        toml::from_str(&ISSUE_EXAMPLE.replace("password = \"app\"", "password_env = \"PW\""))
+            .unwrap();
+    c.resolve_passwords(|v| (v == "PW").then(|| "from-env".to_string()))
+        .unwrap();
     assert_eq!(c.users[0].password.as_ref().unwrap().expose(), "from-env");
     assert!(!c.to_redacted_toml().contains("from-env"));
 }

@@ -49,7 +49,11 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     #[error("pgsplit timed out after {ms} ms connecting to backend {backend} ({address})")]
-    Timeout { backend: String, address: String, ms: u128 },
+    Timeout {
+        backend: String,
+        address: String,
+        ms: u128,
+    },
     #[error("backend {backend}: {source}")]
     Login {
         backend: String,
@@ -116,11 +120,13 @@ pub async fn connect(
                 source,
             })?;
         stream.set_nodelay(true).ok();
-        let addr = stream.peer_addr().map_err(|source| ConnectError::Unreachable {
-            backend: target.name.clone(),
-            address: target.address.clone(),
-            source,
-        })?;
+        let addr = stream
+            .peer_addr()
+            .map_err(|source| ConnectError::Unreachable {
+                backend: target.name.clone(),
+                address: target.address.clone(),
+                source,
+            })?;
         let mut stream = stream;
         let read_only = [("default_transaction_read_only", "on")];
         let extra: &[(&str, &str)] = if target.read_only { &read_only } else { &[] };
@@ -139,5 +145,7 @@ pub async fn connect(
             parameters: login.parameters,
         })
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| timed_out())?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| timed_out())?
 }

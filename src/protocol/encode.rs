@@ -131,7 +131,10 @@ pub fn negotiate_protocol_version<'a>(
 // Messages pgsplit sends to servers.
 
 /// StartupMessage for protocol 3.0 with the given parameters.
-pub fn startup_message<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub fn startup_message<'a>(
+    buf: &mut BytesMut,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     let at = buf.len();
     buf.put_i32(0);
     buf.put_i32(PROTOCOL_3_0);
@@ -191,7 +194,12 @@ mod tests {
     #[test]
     fn error_response_round_trips() {
         let mut buf = BytesMut::new();
-        error_response(&mut buf, Severity::Fatal, "28P01", "password authentication failed for user \"app\"");
+        error_response(
+            &mut buf,
+            Severity::Fatal,
+            "28P01",
+            "password authentication failed for user \"app\"",
+        );
         let frame = split_frame(&buf, 1024).unwrap().unwrap();
         assert_eq!(frame.wire_len(), buf.len());
         let fields = message::ErrorFields::parse(frame.body).unwrap();

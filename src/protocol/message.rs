@@ -11,7 +11,9 @@ use crate::protocol::startup::CancelKey;
 pub enum AuthRequest<'a> {
     Ok,
     Cleartext,
-    Md5 { salt: [u8; 4] },
+    Md5 {
+        salt: [u8; 4],
+    },
     /// Mechanisms offered, NUL-separated in the body.
     Sasl(Vec<&'a str>),
     SaslContinue(&'a [u8]),
@@ -22,7 +24,9 @@ pub enum AuthRequest<'a> {
 
 impl<'a> AuthRequest<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
-        const BAD: ProtocolError = ProtocolError::Malformed { what: "authentication request" };
+        const BAD: ProtocolError = ProtocolError::Malformed {
+            what: "authentication request",
+        };
         if body.len() < 4 {
             return Err(BAD);
         }
@@ -64,7 +68,9 @@ pub struct ErrorFields<'a> {
 
 impl<'a> ErrorFields<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
-        const BAD: ProtocolError = ProtocolError::Malformed { what: "error response" };
+        const BAD: ProtocolError = ProtocolError::Malformed {
+            what: "error response",
+        };
         let mut out = ErrorFields::default();
         let mut localized_severity = "";
         let mut rest = body;
@@ -98,13 +104,17 @@ impl<'a> ErrorFields<'a> {
 
 /// Reads just the severity of an ErrorResponse body, for the hot path.
 pub fn error_is_fatal(body: &[u8]) -> bool {
-    ErrorFields::parse(body).map(|f| f.is_fatal()).unwrap_or(false)
+    ErrorFields::parse(body)
+        .map(|f| f.is_fatal())
+        .unwrap_or(false)
 }
 
 /// BackendKeyData ('K').
 pub fn backend_key_data(body: &[u8]) -> Result<CancelKey, ProtocolError> {
     if body.len() != 8 {
-        return Err(ProtocolError::Malformed { what: "BackendKeyData" });
+        return Err(ProtocolError::Malformed {
+            what: "BackendKeyData",
+        });
     }
     Ok(CancelKey {
         pid: be_i32(body, 0),
@@ -114,7 +124,9 @@ pub fn backend_key_data(body: &[u8]) -> Result<CancelKey, ProtocolError> {
 
 /// ParameterStatus ('S'): name and value.
 pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
-    const BAD: ProtocolError = ProtocolError::Malformed { what: "ParameterStatus" };
+    const BAD: ProtocolError = ProtocolError::Malformed {
+        what: "ParameterStatus",
+    };
     let (name, rest) = cstr(body).ok_or(BAD)?;
     let (value, _) = cstr(rest).ok_or(BAD)?;
     Ok((
@@ -125,7 +137,9 @@ pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
 
 /// A client's SASLInitialResponse ('p' during SASL): mechanism and data.
 pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
-    const BAD: ProtocolError = ProtocolError::Malformed { what: "SASLInitialResponse" };
+    const BAD: ProtocolError = ProtocolError::Malformed {
+        what: "SASLInitialResponse",
+    };
     let (mech, rest) = cstr(body).ok_or(BAD)?;
     if rest.len() < 4 {
         return Err(BAD);
@@ -142,7 +156,9 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError
 pub fn password(body: &[u8]) -> Result<&[u8], ProtocolError> {
     match cstr(body) {
         Some((pw, rest)) if rest.is_empty() => Ok(pw),
-        _ => Err(ProtocolError::Malformed { what: "PasswordMessage" }),
+        _ => Err(ProtocolError::Malformed {
+            what: "PasswordMessage",
+        }),
     }
 }
 
@@ -181,7 +197,10 @@ mod tests {
         let mut body = b"SCRAM-SHA-256\0".to_vec();
         body.extend_from_slice(&5i32.to_be_bytes());
         body.extend_from_slice(b"n,,xx");
-        assert_eq!(sasl_initial_response(&body).unwrap(), ("SCRAM-SHA-256", &b"n,,xx"[..]));
+        assert_eq!(
+            sasl_initial_response(&body).unwrap(),
+            ("SCRAM-SHA-256", &b"n,,xx"[..])
+        );
         body.push(b'!');
         assert!(sasl_initial_response(&body).is_err());
         assert_eq!(password(b"secret\0").unwrap(), b"secret");

@@ -16,9 +16,9 @@
 //! Reference: PostgreSQL docs, chapter "Frontend/Backend Protocol" (55 in v15),
 //! sections "Message Flow" and "Message Formats".
 
-pub mod message;
 pub mod encode;
 pub mod frame;
+pub mod message;
 pub mod startup;
 
 /// Length of a tagged message header: one type byte plus an Int32 length.
@@ -62,7 +62,19 @@ pub mod tag {
 pub fn is_frontend_tag(t: u8) -> bool {
     matches!(
         t,
-        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'H' | b'S' | b'F' | b'X' | b'd' | b'c' | b'f' | b'p'
+        b'Q' | b'P'
+            | b'B'
+            | b'E'
+            | b'D'
+            | b'C'
+            | b'H'
+            | b'S'
+            | b'F'
+            | b'X'
+            | b'd'
+            | b'c'
+            | b'f'
+            | b'p'
     )
 }
 

@@ -39,7 +39,10 @@ pub struct StartupParams {
 
 impl StartupParams {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The user name; required by the protocol.
@@ -49,12 +52,17 @@ impl StartupParams {
 
     /// The database, defaulting to the user name as the server does.
     pub fn database(&self) -> Option<&str> {
-        self.get("database").filter(|d| !d.is_empty()).or_else(|| self.user())
+        self.get("database")
+            .filter(|d| !d.is_empty())
+            .or_else(|| self.user())
     }
 
     /// Protocol options (`_pq_.*`) the client asked for; pgsplit supports none.
     pub fn protocol_options(&self) -> impl Iterator<Item = &str> {
-        self.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_."))
+        self.params
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| k.starts_with("_pq_."))
     }
 }
 
@@ -71,7 +79,9 @@ pub fn body_len(prefix: [u8; 4]) -> Result<usize, ProtocolError> {
 /// Parses the body (everything after the length) of a startup packet.
 pub fn parse(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
     if body.len() < 4 {
-        return Err(ProtocolError::Malformed { what: "startup packet" });
+        return Err(ProtocolError::Malformed {
+            what: "startup packet",
+        });
     }
     let code = be_i32(body, 0);
     match code {
@@ -82,7 +92,9 @@ pub fn parse(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
             secret: be_i32(body, 8),
         })),
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
-            Err(ProtocolError::Malformed { what: "startup request" })
+            Err(ProtocolError::Malformed {
+                what: "startup request",
+            })
         }
         _ => {
             let major = (code >> 16) as u16;
@@ -99,7 +111,9 @@ pub fn parse(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
 }
 
 fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
-    const BAD: ProtocolError = ProtocolError::Malformed { what: "startup parameters" };
+    const BAD: ProtocolError = ProtocolError::Malformed {
+        what: "startup parameters",
+    };
     let mut params = Vec::new();
     loop {
         let (name, after) = cstr(rest).ok_or(BAD)?;
@@ -133,7 +147,9 @@ mod tests {
             PROTOCOL_3_0,
             b"user\0app\0database\0shop\0application_name\0psql\0client_encoding\0UTF8\0\0",
         );
-        let StartupPacket::Startup(p) = parse(&body).unwrap() else { panic!() };
+        let StartupPacket::Startup(p) = parse(&body).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.user(), Some("app"));
         assert_eq!(p.database(), Some("shop"));
         assert_eq!(p.get("application_name"), Some("psql"));
@@ -142,7 +158,8 @@ mod tests {
 
     #[test]
     fn database_defaults_to_user() {
-        let StartupPacket::Startup(p) = parse(&packet(PROTOCOL_3_0, b"user\0app\0\0")).unwrap() else {
+        let StartupPacket::Startup(p) = parse(&packet(PROTOCOL_3_0, b"user\0app\0\0")).unwrap()
+        else {
             panic!()
         };
         assert_eq!(p.database(), Some("app"));
@@ -150,10 +167,19 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        assert_eq!(parse(&packet(SSL_REQUEST_CODE, b"")).unwrap(), StartupPacket::SslRequest);
-        assert_eq!(parse(&packet(GSSENC_REQUEST_CODE, b"")).unwrap(), StartupPacket::GssEncRequest);
+        assert_eq!(
+            parse(&packet(SSL_REQUEST_CODE, b"")).unwrap(),
+            StartupPacket::SslRequest
+        );
+        assert_eq!(
+            parse(&packet(GSSENC_REQUEST_CODE, b"")).unwrap(),
+            StartupPacket::GssEncRequest
+        );
         let cancel = parse(&packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 7, 0, 0, 0, 9])).unwrap();
-        assert_eq!(cancel, StartupPacket::Cancel(CancelKey { pid: 7, secret: 9 }));
+        assert_eq!(
+            cancel,
+            StartupPacket::Cancel(CancelKey { pid: 7, secret: 9 })
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub enum SessionError {
     TlsRequired,
     #[error("no user name specified in startup packet")]
     NoUser,
-    #[error("replication connections are not supported by pgsplit; connect to the backend directly")]
+    #[error(
+        "replication connections are not supported by pgsplit; connect to the backend directly"
+    )]
     Replication,
     #[error("TLS handshake failed: {0}")]
     Tls(#[source] std::io::Error),
@@ -53,8 +55,12 @@ impl SessionError {
     /// SQLSTATE for an ErrorResponse, or None when nobody is left to tell.
     pub fn sqlstate(&self) -> Option<&str> {
         Some(match self {
-            SessionError::Protocol(_) | SessionError::LoginTimeout { .. } => sqlstate::PROTOCOL_VIOLATION,
-            SessionError::Auth(AuthError::Wire(WireError::Closed | WireError::Io(_))) => return None,
+            SessionError::Protocol(_) | SessionError::LoginTimeout { .. } => {
+                sqlstate::PROTOCOL_VIOLATION
+            }
+            SessionError::Auth(AuthError::Wire(WireError::Closed | WireError::Io(_))) => {
+                return None
+            }
             SessionError::Auth(e) => e.sqlstate(),
             SessionError::Route(e) => e.sqlstate(),
             SessionError::Connect(e) => e.sqlstate(),
@@ -63,7 +69,9 @@ impl SessionError {
             SessionError::Replication => sqlstate::FEATURE_NOT_SUPPORTED,
             SessionError::ServerLost { .. } => sqlstate::CONNECTION_FAILURE,
             SessionError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
-            SessionError::Tls(_) | SessionError::ClientGone | SessionError::ClientIo(_) => return None,
+            SessionError::Tls(_) | SessionError::ClientGone | SessionError::ClientIo(_) => {
+                return None
+            }
         })
     }
 
@@ -86,7 +94,9 @@ impl SessionError {
             | SessionError::ClientGone
             | SessionError::ClientIo(_) => ErrorKind::Client,
             SessionError::LoginTimeout { .. } => ErrorKind::Timeout,
-            SessionError::Route(_) | SessionError::Connect(_) | SessionError::ServerLost { .. } => ErrorKind::Server,
+            SessionError::Route(_) | SessionError::Connect(_) | SessionError::ServerLost { .. } => {
+                ErrorKind::Server
+            }
             SessionError::TooManyClients { .. } | SessionError::Shutdown => ErrorKind::Service,
         }
     }

@@ -33,7 +33,13 @@ use crate::wire;
 
 /// Serves one accepted client connection to its end. Never panics on bad
 /// input; every error is answered and logged here.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared: Arc<Shared>, admission: Admission) {
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+    shared: Arc<Shared>,
+    admission: Admission,
+) {
     tcp.set_nodelay(true).ok();
     let started = Instant::now();
     let metrics = shared.metrics.listener(listener);
@@ -92,7 +98,10 @@ async fn run(
     admission: Admission,
     who: &mut Who,
 ) -> Result<Outcome, Failure> {
-    let tell = |error: SessionError| Failure { error, can_tell: true };
+    let tell = |error: SessionError| Failure {
+        error,
+        can_tell: true,
+    };
     let config = shared.config.load_full();
     let login_ms = config.limits.login_timeout_ms;
     let login = tokio::time::timeout(
@@ -163,7 +172,10 @@ async fn log_in(
     let database = params.database().unwrap_or(&user_name).to_owned();
     who.user = user_name.clone();
     who.database = database.clone();
-    if params.get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+    if params
+        .get("replication")
+        .is_some_and(|v| v != "false" && v != "0" && v != "off")
+    {
         return Err(SessionError::Replication);
     }
     let mut out = BytesMut::with_capacity(1024);
@@ -175,7 +187,10 @@ async fn log_in(
         return Err(SessionError::TooManyClients { max: *max });
     }
     let users = shared.users.load_full();
-    let user = users.get(&user_name).ok_or_else(|| AuthError::UnknownUser(user_name.clone()))?.clone();
+    let user = users
+        .get(&user_name)
+        .ok_or_else(|| AuthError::UnknownUser(user_name.clone()))?
+        .clone();
     authenticate(stream, &mut out, config.auth.method, &user).await?;
 
     // The client's parameters go to the server, except the ones pgsplit sets.
@@ -184,7 +199,10 @@ async fn log_in(
         params
             .params
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_."))
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "user" | "database" | "replication")
+                    && !k.starts_with("_pq_.")
+            })
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let wait = Duration::from_millis(config.health.failover_timeout_ms);
@@ -213,7 +231,10 @@ async fn log_in(
 
 /// Reads startup packets, answering SSLRequest and GSSENCRequest, until a
 /// StartupMessage (returned) or a CancelRequest (handled; returns None).
-async fn negotiate(stream: &mut ClientStream, shared: &Shared) -> Result<Option<StartupParams>, SessionError> {
+async fn negotiate(
+    stream: &mut ClientStream,
+    shared: &Shared,
+) -> Result<Option<StartupParams>, SessionError> {
     let mut asked_ssl = false;
     let mut asked_gss = false;
     loop {
@@ -226,17 +247,26 @@ async fn negotiate(stream: &mut ClientStream, shared: &Shared) -> Result<Option<
                 asked_ssl = true;
                 match &shared.tls {
                     Some(acceptor) => {
-                        stream.write_all(b"S").await.map_err(SessionError::ClientIo)?;
+                        stream
+                            .write_all(b"S")
+                            .await
+                            .map_err(SessionError::ClientIo)?;
                         let tcp = stream.take_plain().expect("not TLS yet");
                         let tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
                         *stream = ClientStream::Tls(Box::new(tls));
                     }
-                    None => stream.write_all(b"N").await.map_err(SessionError::ClientIo)?,
+                    None => stream
+                        .write_all(b"N")
+                        .await
+                        .map_err(SessionError::ClientIo)?,
                 }
             }
             StartupPacket::GssEncRequest if !asked_gss && !stream.is_tls() => {
                 asked_gss = true;
-                stream.write_all(b"N").await.map_err(SessionError::ClientIo)?;
+                stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(SessionError::ClientIo)?;
             }
             StartupPacket::Cancel(key) => {
                 if let Some(target) = shared.cancels.lookup(key) {

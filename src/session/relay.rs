@@ -53,7 +53,10 @@ impl Phase {
     fn sent_request(&mut self) {
         *self = match *self {
             Phase::Ready(last) => Phase::Busy { owed: 1, last },
-            Phase::Busy { owed, last } => Phase::Busy { owed: owed + 1, last },
+            Phase::Busy { owed, last } => Phase::Busy {
+                owed: owed + 1,
+                last,
+            },
         }
     }
 
@@ -65,7 +68,10 @@ impl Phase {
 
     fn got_ready(&mut self, status: TxStatus) {
         *self = match *self {
-            Phase::Busy { owed, .. } if owed > 1 => Phase::Busy { owed: owed - 1, last: status },
+            Phase::Busy { owed, .. } if owed > 1 => Phase::Busy {
+                owed: owed - 1,
+                last: status,
+            },
             _ => Phase::Ready(status),
         }
     }
@@ -128,7 +134,8 @@ impl Relay<'_> {
         loop {
             // Room for the rest of a partial client message (bounded by the
             // limit, checked on its header) or for a normal read.
-            let wanted = bytes_wanted(&client_buf, max_message).map_err(|e| fail(e.into(), &scanner))?;
+            let wanted =
+                bytes_wanted(&client_buf, max_message).map_err(|e| fail(e.into(), &scanner))?;
             client_buf.reserve(wanted.max(READ_SIZE));
             server_buf.reserve(READ_SIZE);
 
@@ -250,7 +257,13 @@ mod tests {
         let mut phase = Phase::Ready(TxStatus::Idle);
         let (n, term) = scan_client(&wire, 1024, &mut phase).unwrap();
         assert_eq!((n, term), (wire.len(), false));
-        assert_eq!(phase, Phase::Busy { owed: 3, last: TxStatus::Idle });
+        assert_eq!(
+            phase,
+            Phase::Busy {
+                owed: 3,
+                last: TxStatus::Idle
+            }
+        );
         phase.got_ready(TxStatus::Idle);
         phase.got_ready(TxStatus::Idle);
         assert!(!phase.is_idle());
@@ -266,7 +279,10 @@ mod tests {
         let mut phase = Phase::Ready(TxStatus::Idle);
         assert_eq!(scan_client(&wire, 1024, &mut phase).unwrap(), (q, true));
         let mut phase = Phase::Ready(TxStatus::Idle);
-        assert_eq!(scan_client(&wire[..q - 1], 1024, &mut phase).unwrap(), (0, false));
+        assert_eq!(
+            scan_client(&wire[..q - 1], 1024, &mut phase).unwrap(),
+            (0, false)
+        );
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub fn smooth_weighted_schedule(entries: &[(usize, u32)]) -> Vec<usize> {
         }
     }
     let g = entries.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
-    let weights: Vec<i64> = entries.iter().map(|&(_, w)| i64::from((w / g).min(1000))).collect();
+    let weights: Vec<i64> = entries
+        .iter()
+        .map(|&(_, w)| i64::from((w / g).min(1000)))
+        .collect();
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; entries.len()];
     let mut out = Vec::with_capacity(total as usize);
@@ -102,7 +105,9 @@ pub fn smooth_weighted_schedule(entries: &[(usize, u32)]) -> Vec<usize> {
         for (c, w) in current.iter_mut().zip(&weights) {
             *c += w;
         }
-        let best = (0..entries.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).expect("non-empty");
+        let best = (0..entries.len())
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .expect("non-empty");
         current[best] -= total;
         out.push(entries[best].0);
     }
@@ -187,9 +192,15 @@ impl Topology {
         observed.probed[index] = true;
         let b = &mut observed.backends[index];
         let (role, healthy, error) = match observation {
-            Observation::Up { in_recovery } => {
-                (if in_recovery { Role::Replica } else { Role::Primary }, true, None)
-            }
+            Observation::Up { in_recovery } => (
+                if in_recovery {
+                    Role::Replica
+                } else {
+                    Role::Primary
+                },
+                true,
+                None,
+            ),
             Observation::Down { error } => (Role::Unknown, false, Some(error)),
         };
         let changed = b.role != role || b.healthy != healthy || first;
@@ -205,7 +216,8 @@ impl Topology {
         if changed {
             observed.generation += 1;
             let complete = observed.probed.iter().all(|&p| p);
-            let snapshot = Snapshot::build(observed.generation, observed.backends.clone(), complete);
+            let snapshot =
+                Snapshot::build(observed.generation, observed.backends.clone(), complete);
             self.current.store(Arc::new(snapshot));
             self.changes.send_replace(observed.generation);
         }
@@ -240,13 +252,25 @@ mod tests {
             healthy,
             last_error: None,
         };
-        let s = Snapshot::build(1, vec![mk(Role::Primary, true), mk(Role::Replica, true)], true);
+        let s = Snapshot::build(
+            1,
+            vec![mk(Role::Primary, true), mk(Role::Replica, true)],
+            true,
+        );
         assert_eq!(s.primary, Some(0));
         assert_eq!(s.read_schedule, vec![1]);
-        let s = Snapshot::build(1, vec![mk(Role::Primary, true), mk(Role::Primary, true)], true);
+        let s = Snapshot::build(
+            1,
+            vec![mk(Role::Primary, true), mk(Role::Primary, true)],
+            true,
+        );
         assert_eq!(s.primary, None);
         assert_eq!(s.primaries_seen, 2);
-        let s = Snapshot::build(1, vec![mk(Role::Primary, false), mk(Role::Replica, false)], true);
+        let s = Snapshot::build(
+            1,
+            vec![mk(Role::Primary, false), mk(Role::Replica, false)],
+            true,
+        );
         assert_eq!(s.primary, None);
         assert!(s.read_schedule.is_empty());
     }

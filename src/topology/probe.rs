@@ -20,10 +20,17 @@ pub fn split_address(address: &str) -> Option<(&str, u16)> {
 }
 
 /// Starts a probe task per configured backend; they stop on `shutdown`.
-pub fn spawn_all(topology: &Arc<Topology>, config: &Config, shutdown: &CancellationToken, tracker: &TaskTracker) {
+pub fn spawn_all(
+    topology: &Arc<Topology>,
+    config: &Config,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
     let user = config.health_user();
     for (index, backend) in config.backends.iter().enumerate() {
-        let Some((host, port)) = split_address(&backend.address) else { continue };
+        let Some((host, port)) = split_address(&backend.address) else {
+            continue;
+        };
         let mut pg = tokio_postgres::Config::new();
         pg.host(host)
             .port(port)
@@ -101,7 +108,10 @@ impl Probe {
 mod tests {
     #[test]
     fn splits_addresses() {
-        assert_eq!(super::split_address("db.local:5432"), Some(("db.local", 5432)));
+        assert_eq!(
+            super::split_address("db.local:5432"),
+            Some(("db.local", 5432))
+        );
         assert_eq!(super::split_address("[::1]:6432"), Some(("::1", 6432)));
         assert_eq!(super::split_address("nope"), None);
     }

@@ -23,13 +23,19 @@ fn splits_a_query_from_a_real_session() {
 #[test]
 fn rejects_lengths_below_four() {
     let wire = [b'Q', 0, 0, 0, 3];
-    assert_eq!(split_frame(&wire, 1024), Err(ProtocolError::LengthTooSmall { len: 3 }));
+    assert_eq!(
+        split_frame(&wire, 1024),
+        Err(ProtocolError::LengthTooSmall { len: 3 })
+    );
 }
 
 #[test]
 fn rejects_oversized_before_the_body_arrives() {
     let wire = [b'Q', 0x7f, 0xff, 0xff, 0xff];
-    assert!(matches!(split_frame(&wire, 1 << 20), Err(ProtocolError::TooLarge { .. })));
+    assert!(matches!(
+        split_frame(&wire, 1 << 20),
+        Err(ProtocolError::TooLarge { .. })
+    ));
     assert!(bytes_wanted(&wire, 1 << 20).is_err());
 }
 
@@ -48,14 +54,35 @@ fn scanner_streams_large_rows_and_holds_ready_for_query() {
     let mut sc = StreamScanner::new();
     let mut seen = Vec::new();
     // Only part of the row is buffered: it may pass, the scanner remembers the rest.
-    let n = sc.scan(&wire[..50], 64, |t| t == b'Z', |t, b| seen.push((t, b.to_vec()))).unwrap();
+    let n = sc
+        .scan(
+            &wire[..50],
+            64,
+            |t| t == b'Z',
+            |t, b| seen.push((t, b.to_vec())),
+        )
+        .unwrap();
     assert_eq!(n, 50);
     assert!(!sc.at_boundary());
     // The rest of the row and half of ReadyForQuery: the row's tail passes, Z waits.
-    let n = sc.scan(&wire[50..108], 64, |t| t == b'Z', |t, b| seen.push((t, b.to_vec()))).unwrap();
+    let n = sc
+        .scan(
+            &wire[50..108],
+            64,
+            |t| t == b'Z',
+            |t, b| seen.push((t, b.to_vec())),
+        )
+        .unwrap();
     assert_eq!(n, 55);
     assert!(seen.is_empty());
-    let n = sc.scan(&wire[105..], 64, |t| t == b'Z', |t, b| seen.push((t, b.to_vec()))).unwrap();
+    let n = sc
+        .scan(
+            &wire[105..],
+            64,
+            |t| t == b'Z',
+            |t, b| seen.push((t, b.to_vec())),
+        )
+        .unwrap();
     assert_eq!(n, 6);
     assert_eq!(seen, vec![(b'Z', b"I".to_vec())]);
     assert!(sc.at_boundary());
