@@ -15,6 +15,8 @@ use pgsplit::testbed::{Cluster, ClusterOptions};
 /// What a test wants from its environment.
 pub struct Setup {
     pub replicas: usize,
+    /// Wait for pgsplit to see the primary and replicas before returning.
+    pub wait_ready: bool,
     /// Last word on the proxy's configuration.
     pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
 }
@@ -23,6 +25,7 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             replicas: 2,
+            wait_ready: true,
             tweak: Box::new(|_| {}),
         }
     }
@@ -31,6 +34,10 @@ impl Default for Setup {
 impl Setup {
     pub fn replicas(mut self, n: usize) -> Self {
         self.replicas = n;
+        self
+    }
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
         self
     }
     pub fn tweak(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
@@ -86,7 +93,9 @@ impl Env {
     /// Starts a cluster and pgsplit, and waits until pgsplit has probed every
     /// backend and sees the primary and all replicas.
     pub async fn start(setup: Setup) -> Env {
+        init_logging();
         let replicas = setup.replicas;
+        let wait_ready = setup.wait_ready;
         let cluster = tokio::task::spawn_blocking(move || {
             Cluster::start(ClusterOptions {
                 replicas,
@@ -107,10 +116,12 @@ impl Env {
             proxy: Some(proxy),
             cluster,
         };
-        env.wait_for(Duration::from_secs(15), |s| {
-            s.complete && s.primary.is_some() && s.read_schedule.len() >= replicas.min(1)
-        })
-        .await;
+        if wait_ready {
+            env.wait_for(Duration::from_secs(15), |s| {
+                s.complete && s.primary.is_some() && s.read_schedule.len() >= replicas
+            })
+            .await;
+        }
         env
     }
 
@@ -242,4 +253,111 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A hand-driven client for feeding pgsplit bytes no driver would send.
+pub struct RawClient {
+    pub stream: tokio::net::TcpStream,
+}
+
+impl RawClient {
+    pub async fn connect(port: u16) -> RawClient {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        RawClient { stream }
+    }
+
+    /// Connects and logs in with a plain StartupMessage; needs `auth.method = "trust"`.
+    pub async fn login_trust(port: u16, user: &str) -> RawClient {
+        let mut c = RawClient::connect(port).await;
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608i32.to_be_bytes());
+        for (k, v) in [("user", user), ("database", "app")] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        packet.extend(body);
+        c.send(&packet).await;
+        loop {
+            let (tag, body) = c.recv().await.expect("login reply");
+            assert_ne!(
+                tag,
+                b'E',
+                "login failed: {}",
+                String::from_utf8_lossy(&body)
+            );
+            if tag == b'Z' {
+                return c;
+            }
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Next message, or None on EOF/reset. Panics after 10 s of silence.
+    pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut header = [0u8; 5];
+            self.stream.read_exact(&mut header).await.ok()?;
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let mut body = vec![0u8; len.saturating_sub(4)];
+            self.stream.read_exact(&mut body).await.ok()?;
+            Some((header[0], body))
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("pgsplit answered within 10 s")
+    }
+
+    /// Reads until an ErrorResponse and returns its SQLSTATE and message;
+    /// then asserts the connection is closed.
+    pub async fn expect_fatal(&mut self) -> (String, String) {
+        loop {
+            let (tag, body) = self
+                .recv()
+                .await
+                .expect("an ErrorResponse before the connection closes");
+            if tag == b'E' {
+                let fields = error_fields(&body);
+                assert!(
+                    self.recv().await.is_none(),
+                    "connection closed after the error"
+                );
+                return fields;
+            }
+        }
+    }
+}
+
+/// (SQLSTATE, message) of an ErrorResponse body.
+pub fn error_fields(body: &[u8]) -> (String, String) {
+    let (mut code, mut message) = (String::new(), String::new());
+    for field in body.split(|&b| b == 0) {
+        match field.first() {
+            Some(b'C') => code = String::from_utf8_lossy(&field[1..]).into_owned(),
+            Some(b'M') => message = String::from_utf8_lossy(&field[1..]).into_owned(),
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
+/// Logs from pgsplit go to the test's captured output (shown on failure);
+/// level from PGSPLIT_LOG, default info.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

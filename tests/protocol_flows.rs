@@ -1,0 +1,245 @@
+//! Real clients through both ports: simple and extended query, pipelining,
+//! COPY in both directions, cancel, notices and notifications.
+
+mod common;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, TryStreamExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_extended_and_pipelined_queries() {
+    let env = Env::start(Setup::default()).await;
+    let c = env.connect(env.rw).await;
+    // Simple protocol, several statements in one message.
+    c.batch_execute("CREATE TABLE kv(k int PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'one'), (2, 'two')")
+        .await
+        .unwrap();
+    let rows = c.simple_query("SELECT v FROM kv ORDER BY k").await.unwrap();
+    let values: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["one", "two"]);
+
+    // Extended protocol: a named prepared statement reused with parameters.
+    let stmt = c.prepare("SELECT v FROM kv WHERE k = $1").await.unwrap();
+    for (k, v) in [(1, "one"), (2, "two")] {
+        let row = c.query_one(&stmt, &[&k]).await.unwrap();
+        assert_eq!(row.get::<_, &str>(0), v);
+    }
+
+    // Pipelining: tokio-postgres sends all of these before reading any reply.
+    let inserts = (3..103).map(|k| {
+        let c = &c;
+        async move { c.execute("INSERT INTO kv VALUES ($1, $2)", &[&k, &format!("v{k}")]).await }
+    });
+    let done = futures_util::future::try_join_all(inserts).await.unwrap();
+    assert_eq!(done.iter().sum::<u64>(), 100);
+    let queries = (1..=50).map(|k| {
+        let (c, stmt) = (&c, &stmt);
+        async move { c.query_one(stmt, &[&k]).await.map(|r| r.get::<_, String>(0)) }
+    });
+    let got = futures_util::future::try_join_all(queries).await.unwrap();
+    assert_eq!(got[0], "one");
+    assert_eq!(got[49], "v50");
+
+    // An error inside a pipeline fails only its own statement.
+    let (bad, good) = tokio::join!(
+        c.execute("INSERT INTO kv VALUES (1, 'dup')", &[]),
+        c.query_one("SELECT count(*) FROM kv", &[])
+    );
+    assert_eq!(sqlstate(&bad.unwrap_err()), "23505");
+    assert_eq!(good.unwrap().get::<_, i64>(0), 102);
+
+    // Transactions keep their state across statements.
+    c.batch_execute("BEGIN; DELETE FROM kv; ROLLBACK").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM kv", &[]).await.unwrap().get(0);
+    assert_eq!(n, 102);
+
+    // The same through the read-only port, against a replica.
+    env.cluster.wait_caught_up(0, 1, Duration::from_secs(10)).unwrap();
+    env.cluster.wait_caught_up(0, 2, Duration::from_secs(10)).unwrap();
+    let ro = env.connect(env.ro).await;
+    let stmt = ro.prepare("SELECT v, pg_is_in_recovery() FROM kv WHERE k = $1").await.unwrap();
+    let reads = (1..=20).map(|k| {
+        let (ro, stmt) = (&ro, &stmt);
+        async move { ro.query_one(stmt, &[&k]).await }
+    });
+    for row in futures_util::future::try_join_all(reads).await.unwrap() {
+        assert!(row.get::<_, bool>(1), "read-only port read ran on a replica");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_100k_rows_in_and_out_through_both_ports() {
+    let env = Env::start(Setup::default()).await;
+    let c = env.connect(env.rw).await;
+    c.batch_execute("CREATE TABLE big(id int, payload text)").await.unwrap();
+    let mut data = String::new();
+    for i in 0..100_000 {
+        data.push_str(&format!("{i}\trow {i} {}\n", "x".repeat(i % 50)));
+    }
+    let sink = c.copy_in("COPY big FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    // Send in uneven chunks so CopyData boundaries fall mid-row.
+    for chunk in data.as_bytes().chunks(7919) {
+        sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 100_000);
+
+    let copied_out = |client: tokio_postgres::Client| async move {
+        // Heap order is not insertion order (COPY fills free space), so sort.
+        let stream = client.copy_out("COPY (SELECT * FROM big ORDER BY id) TO STDOUT").await.unwrap();
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        (client, chunks.concat())
+    };
+    let (c, out) = copied_out(c).await;
+    assert_eq!(out.len(), data.len());
+    if out != data.as_bytes() {
+        let at = out.iter().zip(data.as_bytes()).position(|(a, b)| a != b).unwrap();
+        panic!(
+            "COPY TO STDOUT differs at byte {at}: got {:?} want {:?}",
+            String::from_utf8_lossy(&out[at.saturating_sub(40)..(at + 40).min(out.len())]),
+            &data[at.saturating_sub(40)..(at + 40).min(data.len())]
+        );
+    }
+
+    for i in 1..=2 {
+        env.cluster.wait_caught_up(0, i, Duration::from_secs(30)).unwrap();
+    }
+    let ro = env.connect(env.ro).await;
+    let (ro, out) = copied_out(ro).await;
+    assert!(out == data.as_bytes(), "the replica returns the same 100k rows");
+    let sink = ro.copy_in::<_, Bytes>("COPY big FROM STDIN").await;
+    let err = match sink {
+        Err(e) => e,
+        Ok(sink) => {
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from_static(b"1\tx\n")).await.ok();
+            sink.finish().await.unwrap_err()
+        }
+    };
+    assert_eq!(sqlstate(&err), "25006", "{err}");
+    // pgsplit keeps serving. (tokio-postgres itself cannot reuse a client
+    // whose copy_in failed, even connected directly, so take a fresh one.)
+    drop(ro);
+    assert_eq!(c.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get::<_, i64>(0), 100_000);
+    let ro = env.connect(env.ro).await;
+    assert_eq!(ro.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_and_queries_through_both_ports() {
+    let env = Env::start(Setup::default()).await;
+    let dir = std::env::temp_dir().join(format!("pgsplit-psql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.tsv");
+    let output = dir.join("out.tsv");
+    let mut data = String::new();
+    for i in 0..100_000 {
+        data.push_str(&format!("{i}\tpsql row {i}\n"));
+    }
+    std::fs::write(&input, &data).unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let conn = "user=app dbname=app";
+    ok(env.psql(env.rw, conn, "app", &["-c", "CREATE TABLE p(id int, t text)"]));
+    let copied = ok(env.psql(env.rw, conn, "app", &["-c", &format!("\\copy p FROM '{}'", input.display())]));
+    assert!(copied.contains("100000"), "{copied}");
+    ok(env.psql(env.rw, conn, "app", &["-c", &format!("\\copy (SELECT * FROM p ORDER BY id) TO '{}'", output.display())]));
+    assert!(std::fs::read_to_string(&output).unwrap() == data);
+
+    let port = ok(env.psql(env.rw, conn, "app", &["-c", "SELECT inet_server_port()"]));
+    assert_eq!(port.trim(), env.primary_port().to_string());
+    let port = ok(env.psql(env.ro, conn, "app", &["-c", "SELECT inet_server_port()"]));
+    let port: u16 = port.trim().parse().unwrap();
+    assert!(env.replica_ports().contains(&port));
+    let refused = env.psql(env.ro, conn, "app", &["-c", "INSERT INTO p VALUES (0, 'no')"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only transaction"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query_on_either_port() {
+    let env = Env::start(Setup::default()).await;
+    for port in [env.rw, env.ro] {
+        let victim = env.connect(port).await;
+        let bystander = env.connect(port).await;
+        let token = victim.cancel_token();
+        let started = std::time::Instant::now();
+        let sleeper = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        // Cancel once the query is really running (pg_stat_activity on the
+        // server it was routed to), then it must fail with query_canceled.
+        let mut sent = false;
+        while !sleeper.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            if !sent {
+                let running = env
+                    .cluster
+                    .nodes()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, _)| {
+                        env.cluster
+                            .psql(i, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+                            .ok()
+                    })
+                    .any(|n| n == "1");
+                if running {
+                    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+                    sent = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let err = sleeper.await.unwrap().unwrap_err();
+        assert_eq!(sqlstate(&err), "57014", "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The cancel hit only its own session.
+        assert_eq!(bystander.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_and_notifications_pass_through() {
+    let env = Env::start(Setup::default().replicas(0)).await;
+    let (listener, mut connection) = env.pg_config(env.rw, "app").connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = futures_util::StreamExt::next(&mut messages).await {
+            let _ = tx.send(m);
+        }
+    });
+    listener.batch_execute("LISTEN chan").await.unwrap();
+    let notifier = env.connect(env.rw).await;
+    notifier.batch_execute("NOTIFY chan, 'hello through pgsplit'").await.unwrap();
+    listener
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'a notice'; END $$")
+        .await
+        .unwrap();
+    let mut got_notification = false;
+    let mut got_notice = false;
+    while !(got_notification && got_notice) {
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        match m {
+            tokio_postgres::AsyncMessage::Notification(n) => {
+                assert_eq!(n.channel(), "chan");
+                assert_eq!(n.payload(), "hello through pgsplit");
+                got_notification = true;
+            }
+            tokio_postgres::AsyncMessage::Notice(n) => {
+                assert_eq!(n.message(), "a notice");
+                got_notice = true;
+            }
+            _ => {}
+        }
+    }
+}
