@@ -361,3 +361,8 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// The server's message of a tokio-postgres error (its Display says only "db error").
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+}
