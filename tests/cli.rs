@@ -1,0 +1,54 @@
+//! The binary's command line: `--check` on good and bad files.
+
+use std::process::Command;
+
+fn check(config: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("pgsplit-cli-{}-{}.toml", std::process::id(), config.len()));
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["--config", path.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    out
+}
+
+const GOOD: &str = "[[backends]]\nname = \"pg1\"\naddress = \"127.0.0.1:15432\"\n[[users]]\nname = \"app\"\npassword = \"s3cret-value\"\n";
+
+#[test]
+fn check_prints_the_effective_config_without_secrets() {
+    let out = check(GOOD);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("max_client_connections = 1000"), "{shown}");
+    assert!(shown.contains("read_write = \"127.0.0.1:5433\""), "{shown}");
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+}
+
+#[test]
+fn check_names_the_bad_key_and_fails() {
+    let out = check(&format!("{GOOD}[health]\nintervall_ms = 5\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("intervall_ms"), "{err}");
+
+    let out = check(&GOOD.replace("127.0.0.1:15432", "localhost"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backends[0].address"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["--config", "/nonexistent/pgsplit.toml", "--check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pgsplit.toml"));
+}
+
+#[test]
+fn the_reference_config_checks() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml"), "--check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
