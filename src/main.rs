@@ -43,9 +43,9 @@ enum Command {
 
 mod demo;
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -59,7 +59,9 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo talks to a person on stdout; keep the proxy's log to warnings.
+    let default_level = if cli.command.is_some() { "warn" } else { "info" };
+    init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Testbed(args)) => demo::testbed(args),

@@ -1,0 +1,565 @@
+#!/usr/bin/env python3
+"""psycopg 3 through pgsplit: the driver used as-is, only the port changes.
+
+Reads PGSPLIT_RW_PORT and PGSPLIT_RO_PORT (host 127.0.0.1, user/password app,
+database app). Prints one line per check; on the first failure prints what
+went wrong and exits 1. Exits 2 if psycopg is not installed.
+
+Set DRIVER_CHECKS_KEEP_GOING=1 to run every check and report all failures
+(handy when investigating); set DRIVER_CHECKS_ONLY=name,name to run a subset.
+"""
+
+import os
+import sys
+import threading
+import time
+import traceback
+
+try:
+    import psycopg
+    from psycopg import errors, sql
+except ImportError as exc:  # pragma: no cover - depends on the machine
+    print(
+        f"psycopg is not installed ({exc}); install it with "
+        "`pip install -r tests/drivers/requirements.txt` "
+        "(or run tests/drivers/install.sh)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+HOST = "127.0.0.1"
+CHECK_TIMEOUT = float(os.environ.get("DRIVER_CHECK_TIMEOUT", "60"))
+P = "drv_py_"  # prefix of every object this script creates
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, message):
+    if not cond:
+        raise CheckFailed(message)
+
+
+def port(var):
+    value = os.environ.get(var)
+    if not value:
+        print(f"{var} is not set", file=sys.stderr)
+        sys.exit(2)
+    return int(value)
+
+
+RW = port("PGSPLIT_RW_PORT")
+RO = port("PGSPLIT_RO_PORT")
+
+
+def conninfo(p, **extra):
+    base = f"host={HOST} port={p} user=app password=app dbname=app connect_timeout=10"
+    return " ".join([base] + [f"{k}={v}" for k, v in extra.items()])
+
+
+def connect(p, autocommit=True, **kwargs):
+    return psycopg.connect(conninfo(p), autocommit=autocommit, **kwargs)
+
+
+def sqlstate_of(fn):
+    """Runs fn, which must raise a psycopg error; returns (sqlstate, error)."""
+    try:
+        fn()
+    except psycopg.Error as e:
+        return e.sqlstate, e
+    raise CheckFailed("the statement succeeded but an error was expected")
+
+
+def eventually(what, cond, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if cond():
+                return
+        except psycopg.Error:
+            pass
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# checks
+
+
+def check_connect_and_simple_query():
+    with connect(RW) as conn:
+        expect(conn.info.backend_pid != 0, "no BackendKeyData pid")
+        expect(
+            conn.info.parameter_status("server_version"),
+            "no server_version ParameterStatus",
+        )
+        cur = conn.execute("SELECT 1 AS one, 'two' AS two")
+        expect(cur.fetchall() == [(1, "two")], "SELECT 1 returned wrong rows")
+        # No parameters: psycopg uses the simple query protocol, which can carry
+        # several statements in one Query message.
+        cur = conn.execute("SELECT 1; SELECT 2, 3; SELECT pg_is_in_recovery()")
+        sets = [cur.fetchall()]
+        while cur.nextset():
+            sets.append(cur.fetchall())
+        expect(
+            sets == [[(1,)], [(2, 3)], [(False,)]],
+            f"multi-statement Query returned {sets}",
+        )
+        conn.execute("SET application_name = 'drv_py_check'")
+        expect(
+            conn.info.parameter_status("application_name") == "drv_py_check",
+            "ParameterStatus for application_name not relayed",
+        )
+
+
+def check_schema():
+    with connect(RW) as conn:
+        conn.execute(
+            f"DROP TABLE IF EXISTS {P}items, {P}copy, {P}tx, {P}uniq, {P}big"
+        )
+        conn.execute(f"CREATE TABLE {P}items (id int PRIMARY KEY, name text, n bigint)")
+        conn.execute(f"CREATE TABLE {P}copy (id int, name text, score float8, tag bytea)")
+        conn.execute(f"CREATE TABLE {P}tx (id int)")
+        conn.execute(f"CREATE TABLE {P}uniq (id int PRIMARY KEY)")
+        conn.execute(f"CREATE TABLE {P}big (id int, payload text)")
+
+
+def check_parameterized_queries():
+    with connect(RW) as conn:
+        cur = conn.cursor()
+        for i in range(1, 6):
+            cur.execute(
+                f"INSERT INTO {P}items (id, name, n) VALUES (%s, %s, %s)",
+                (i, f"name {i}", i * 1000000000000),
+            )
+        cur.execute(f"SELECT name, n FROM {P}items WHERE id = %s", (3,))
+        expect(
+            cur.fetchone() == ("name 3", 3000000000000), "parameterized SELECT wrong"
+        )
+        # binary parameters and results
+        bcur = conn.cursor(binary=True)
+        bcur.execute(
+            "SELECT %b::int8 + 1, %b::text || '!', %b::bytea", (41, "hi", b"\x00\xff")
+        )
+        expect(
+            bcur.fetchone() == (42, "hi!", b"\x00\xff"),
+            "binary-format round trip wrong",
+        )
+        # A parameter larger than pgsplit's read buffer.
+        big = "x" * (3 * 1024 * 1024)
+        cur.execute("SELECT length(%s::text)", (big,))
+        expect(cur.fetchone() == (len(big),), "3 MiB parameter mangled")
+        # executemany (psycopg pipelines it under the hood)
+        cur.executemany(
+            f"INSERT INTO {P}items (id, name, n) VALUES (%s, %s, %s)",
+            [(i, f"name {i}", i) for i in range(6, 56)],
+        )
+        cur.execute(f"SELECT count(*), sum(id) FROM {P}items")
+        expect(cur.fetchone() == (55, sum(range(1, 56))), "executemany lost rows")
+
+
+def prepared_names(conn):
+    rows = conn.execute(
+        "SELECT name, statement FROM pg_prepared_statements ORDER BY name"
+    ).fetchall()
+    return rows
+
+
+def check_prepare_true():
+    with connect(RW) as conn:
+        q = f"SELECT name FROM {P}items WHERE id = %s"
+        for i in (1, 2, 3, 4):
+            row = conn.execute(q, (i,), prepare=True).fetchone()
+            expect(row == (f"name {i}",), f"prepared run {i} returned {row}")
+        stmts = prepared_names(conn)
+        expect(
+            any(f"{P}items WHERE id = $1" in s for _, s in stmts),
+            f"statement not prepared on the server; pg_prepared_statements={stmts}",
+        )
+
+
+def check_prepare_threshold_zero():
+    with connect(RW, prepare_threshold=0) as conn:
+        for i in range(1, 8):
+            row = conn.execute(
+                f"SELECT id, n FROM {P}items WHERE id = %s AND n >= %s", (i, 0)
+            ).fetchone()
+            expect(row is not None and row[0] == i, f"run {i} returned {row}")
+        stmts = prepared_names(conn)
+        expect(
+            any("AND n >= $2" in s for _, s in stmts),
+            f"prepare_threshold=0 did not prepare; pg_prepared_statements={stmts}",
+        )
+        # a prepared statement in a transaction, then deallocation
+        with conn.transaction():
+            conn.execute(f"UPDATE {P}items SET n = n + %s WHERE id = %s", (1, 1))
+        conn.execute("DEALLOCATE ALL")
+        row = conn.execute(f"SELECT n FROM {P}items WHERE id = %s", (1,)).fetchone()
+        expect(row == (1000000000001,), f"after DEALLOCATE ALL got {row}")
+
+
+def check_pipeline():
+    with connect(RW) as conn:
+        with conn.pipeline() as p:
+            c1 = conn.execute("SELECT 1")
+            c2 = conn.execute(f"INSERT INTO {P}items VALUES (%s, %s, %s) RETURNING id", (100, "p", 1))
+            c3 = conn.execute(f"SELECT count(*) FROM {P}items WHERE id >= %s", (100,))
+            c4 = conn.execute("SELECT %s::text", ("pipelined",))
+            p.sync()
+            c5 = conn.execute("SELECT generate_series(1, 1000)")
+        expect(c1.fetchone() == (1,), "pipeline result 1")
+        expect(c2.fetchone() == (100,), "pipeline result 2 (INSERT RETURNING)")
+        expect(c3.fetchone() == (1,), "pipeline result 3 did not see the insert")
+        expect(c4.fetchone() == ("pipelined",), "pipeline result 4")
+        expect(len(c5.fetchall()) == 1000, "pipeline result 5 rows")
+        # An error inside a pipeline aborts the rest of it; the connection
+        # stays usable afterwards.
+        caught = None
+        try:
+            with conn.pipeline():
+                conn.execute("SELECT 1")
+                conn.execute(f"INSERT INTO {P}items VALUES (%s, 'dup', 0)", (100,))
+                conn.execute("SELECT 2")
+        except errors.UniqueViolation as e:
+            caught = e
+        expect(caught is not None, "error in pipeline was not raised")
+        expect(caught.sqlstate == "23505", f"pipeline error sqlstate {caught.sqlstate}")
+        expect(conn.execute("SELECT 'after'").fetchone() == ("after",), "unusable after pipeline error")
+        # many statements in flight before anything is read
+        with conn.pipeline():
+            curs = [conn.execute("SELECT %s::int * 2", (i,)) for i in range(200)]
+        got = [c.fetchone()[0] for c in curs]
+        expect(got == [i * 2 for i in range(200)], "200-statement pipeline results wrong")
+
+
+def check_copy():
+    rows = [(i, f"name {i}\twith tab", i / 4, bytes([i % 256, 0, 255])) for i in range(20000)]
+    with connect(RW) as conn:
+        cur = conn.cursor()
+        with cur.copy(f"COPY {P}copy (id, name, score, tag) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+        expect(cur.rowcount == len(rows), f"COPY FROM reported {cur.rowcount} rows")
+        cur.execute(f"SELECT count(*), sum(id), sum(length(name)) FROM {P}copy")
+        expect(
+            cur.fetchone()
+            == (len(rows), sum(r[0] for r in rows), sum(len(r[1]) for r in rows)),
+            "COPY FROM STDIN stored wrong data",
+        )
+        # raw text block
+        with cur.copy(f"COPY {P}copy (id, name) FROM STDIN") as copy:
+            copy.write(b"-1\traw one\n-2\traw two\n")
+        cur.execute(f"SELECT name FROM {P}copy WHERE id < 0 ORDER BY id DESC")
+        expect(cur.fetchall() == [("raw one",), ("raw two",)], "raw COPY block wrong")
+        # COPY TO STDOUT, rows parsed by the driver
+        with cur.copy(
+            f"COPY (SELECT id, name, score, tag FROM {P}copy WHERE id >= 0 ORDER BY id) TO STDOUT"
+        ) as copy:
+            copy.set_types(["int4", "text", "float8", "bytea"])
+            out = list(copy.rows())
+        expect(len(out) == len(rows), f"COPY TO returned {len(out)} rows")
+        expect(out[0] == rows[0] and out[-1] == rows[-1] and out == rows, "COPY TO data differs")
+        # binary COPY both ways
+        with cur.copy(f"COPY (SELECT id, tag FROM {P}copy WHERE id BETWEEN 0 AND 9 ORDER BY id) TO STDOUT (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "bytea"])
+            bin_rows = list(copy.rows())
+        expect(bin_rows == [(r[0], r[3]) for r in rows[:10]], "binary COPY TO wrong")
+        with cur.copy(f"COPY {P}copy (id, tag) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "bytea"])
+            for r in bin_rows:
+                copy.write_row((r[0] + 100000, r[1]))
+        cur.execute(f"SELECT count(*) FROM {P}copy WHERE id >= 100000")
+        expect(cur.fetchone() == (10,), "binary COPY FROM wrong")
+        # a COPY the client aborts: CopyFail, error 57014, connection usable
+        caught = None
+        try:
+            with cur.copy(f"COPY {P}copy (id) FROM STDIN") as copy:
+                copy.write_row((1,))
+                raise RuntimeError("client gives up")
+        except errors.QueryCanceled as e:
+            caught = e
+        except RuntimeError:
+            caught = "runtime"
+        expect(caught is not None, "CopyFail produced no error")
+        expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after CopyFail")
+        cur.execute(f"SELECT count(*) FROM {P}copy")
+        expect(cur.fetchone() == (len(rows) + 2 + 10,), "aborted COPY left rows behind")
+
+
+def run_cancel(method):
+    with connect(RW) as conn:
+        result = {}
+
+        def canceller():
+            time.sleep(1.0)
+            try:
+                if method == "cancel_safe":
+                    conn.cancel_safe(timeout=10)
+                else:
+                    conn.cancel()
+                result["sent"] = time.monotonic()
+            except Exception as e:  # reported below
+                result["error"] = repr(e)
+
+        t = threading.Thread(target=canceller, daemon=True)
+        start = time.monotonic()
+        t.start()
+        err = None
+        try:
+            conn.execute("SELECT pg_sleep(30)")
+        except errors.QueryCanceled as e:
+            err = e
+        elapsed = time.monotonic() - start
+        t.join(15)
+        expect("error" not in result, f"{method}() raised {result.get('error')}")
+        expect(err is not None, f"pg_sleep(30) was not cancelled ({elapsed:.1f}s)")
+        expect(err.sqlstate == "57014", f"cancel gave sqlstate {err.sqlstate}")
+        expect(elapsed < 8, f"cancel took {elapsed:.1f}s")
+        expect(conn.execute("SELECT 'still here'").fetchone() == ("still here",), "unusable after cancel")
+        return elapsed
+
+
+def check_cancel():
+    run_cancel("cancel")
+
+
+def check_cancel_safe():
+    run_cancel("cancel_safe")
+
+
+def check_cancel_in_transaction():
+    # Cancel inside an explicit transaction on the read-only port: the block
+    # goes to failed state and ROLLBACK recovers it.
+    with connect(RO, autocommit=False) as conn:
+        conn.execute("SELECT 1")
+        threading.Timer(1.0, conn.cancel_safe).start()
+        state = sqlstate_of(lambda: conn.execute("SELECT pg_sleep(30)"))[0]
+        expect(state == "57014", f"cancel on read-only port gave {state}")
+        expect(
+            conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR,
+            f"transaction status {conn.info.transaction_status!r}",
+        )
+        conn.rollback()
+        expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after rollback")
+
+
+def check_listen_notify():
+    with connect(RW) as listener, connect(RW) as sender:
+        listener.execute(f"LISTEN {P}chan")
+        sender.execute(f"NOTIFY {P}chan, 'hello from psycopg'")
+        sender.execute("SELECT pg_notify(%s, %s)", (f"{P}chan", "second payload"))
+        got = [
+            (n.channel, n.payload)
+            for n in listener.notifies(timeout=10, stop_after=2)
+        ]
+        expect(
+            got == [(f"{P}chan", "hello from psycopg"), (f"{P}chan", "second payload")],
+            f"notifications received: {got}",
+        )
+        # A notification sent while the listener is idle arrives without the
+        # listener sending anything first.
+        sender.execute(f"NOTIFY {P}chan, 'while idle'")
+        got = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+        expect(got == ["while idle"], f"idle notification: {got}")
+        listener.execute(f"UNLISTEN {P}chan")
+
+
+def check_transaction_rollback():
+    with connect(RW, autocommit=False) as conn:
+        conn.execute(f"INSERT INTO {P}tx VALUES (1)")
+        conn.commit()
+        conn.execute(f"INSERT INTO {P}tx VALUES (2)")
+        expect(
+            conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS,
+            "not in a transaction",
+        )
+        conn.rollback()
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {P}tx VALUES (3)")
+            try:
+                with conn.transaction():  # SAVEPOINT
+                    conn.execute(f"INSERT INTO {P}tx VALUES (4)")
+                    raise psycopg.Rollback()
+            finally:
+                pass
+        conn.commit()
+        with connect(RW) as other:
+            ids = [r[0] for r in other.execute(f"SELECT id FROM {P}tx ORDER BY id")]
+        expect(ids == [1, 3], f"after commit/rollback/savepoint table holds {ids}")
+
+
+def check_errors():
+    with connect(RW) as conn:
+        conn.execute(f"INSERT INTO {P}uniq VALUES (1)")
+        state, err = sqlstate_of(lambda: conn.execute(f"INSERT INTO {P}uniq VALUES (%s)", (1,)))
+        expect(state == "23505", f"duplicate key gave {state}")
+        expect(isinstance(err, errors.UniqueViolation), f"wrong class {type(err)}")
+        expect(err.diag.constraint_name == f"{P}uniq_pkey", f"constraint {err.diag.constraint_name}")
+        expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after 23505")
+        state, _ = sqlstate_of(lambda: conn.execute("SELECT 1/0"))
+        expect(state == "22012", f"division by zero gave {state}")
+        state, _ = sqlstate_of(lambda: conn.execute("SELEC 1"))
+        expect(state == "42601", f"syntax error gave {state}")
+        state, _ = sqlstate_of(lambda: conn.execute(f"SELECT * FROM {P}missing WHERE x = %s", (1,)))
+        expect(state == "42P01", f"missing table gave {state}")
+        # error inside a transaction: 25P02 until rollback
+    with connect(RW, autocommit=False) as conn:
+        state, _ = sqlstate_of(lambda: conn.execute(f"INSERT INTO {P}uniq VALUES (1)"))
+        expect(state == "23505", f"duplicate key in tx gave {state}")
+        state, _ = sqlstate_of(lambda: conn.execute("SELECT 1"))
+        expect(state == "25P02", f"statement in failed tx gave {state}")
+        conn.rollback()
+        expect(conn.execute("SELECT 2").fetchone() == (2,), "unusable after rollback")
+        conn.rollback()
+        # a notice passes through
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'drv_py notice'; END $$")
+        expect(notices == ["drv_py notice"], f"notices: {notices}")
+        conn.rollback()
+
+
+def check_large_result():
+    with connect(RW) as conn:
+        cur = conn.execute("SELECT g, repeat('y', 100) FROM generate_series(1, 200000) g")
+        n = 0
+        total = 0
+        for g, s in cur:
+            n += 1
+            total += g
+            if len(s) != 100:
+                raise CheckFailed("row payload mangled")
+        expect(n == 200000 and total == 200000 * 200001 // 2, f"got {n} rows")
+        # one row bigger than pgsplit's buffers
+        row = conn.execute("SELECT repeat('z', 5 * 1024 * 1024)").fetchone()
+        expect(len(row[0]) == 5 * 1024 * 1024, "5 MiB value mangled")
+        # server-side cursor (named portal, fetched in batches)
+    with connect(RW, autocommit=False) as conn:
+        with conn.cursor(name="drv_py_portal") as cur:
+            cur.itersize = 333
+            cur.execute("SELECT g FROM generate_series(1, 5000) g")
+            expect(sum(r[0] for r in cur) == 5000 * 5001 // 2, "server-side cursor rows")
+        conn.commit()
+
+
+def check_read_only_port():
+    with connect(RO) as conn:
+        expect(
+            conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,),
+            "read-only port did not reach a replica",
+        )
+        # Wait for the table (created through the read-write port) to reach
+        # the replica, so the INSERT below fails for being read-only and not
+        # for a missing table.
+        eventually(
+            f"{P}items on the replica",
+            lambda: conn.execute(f"SELECT count(*) FROM {P}items WHERE id = %s", (1,)).fetchone() == (1,),
+        )
+        state, err = sqlstate_of(lambda: conn.execute(f"INSERT INTO {P}items VALUES (%s, 'ro', 0)", (9999,)))
+        expect(state == "25006", f"INSERT on read-only port gave {state}: {err}")
+        expect(isinstance(err, errors.ReadOnlySqlTransaction), f"wrong class {type(err)}")
+        state, _ = sqlstate_of(lambda: conn.execute(f"CREATE TABLE {P}nope (x int)"))
+        expect(state == "25006", f"CREATE TABLE on read-only port gave {state}")
+        # prepared statements and a pipeline work there too
+        for i in (1, 2, 3):
+            row = conn.execute(f"SELECT name FROM {P}items WHERE id = %s", (i,), prepare=True).fetchone()
+            expect(row == (f"name {i}",), f"prepared read on replica returned {row}")
+        with conn.pipeline():
+            c1 = conn.execute("SELECT pg_is_in_recovery()")
+            c2 = conn.execute(f"SELECT count(*) FROM {P}items WHERE id <= %s", (5,))
+        expect(c1.fetchone() == (True,) and c2.fetchone() == (5,), "pipeline on replica")
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY (SELECT id FROM {P}items WHERE id <= 3 ORDER BY id) TO STDOUT") as copy:
+                data = b"".join(bytes(b) for b in copy)
+        expect(data == b"1\n2\n3\n", f"COPY TO on replica: {data!r}")
+        state, _ = sqlstate_of(lambda: conn.execute(f"INSERT INTO {P}uniq VALUES (%s)", (1,)))
+        expect(state == "25006", f"second read-only error gave {state}")
+        expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after 25006")
+
+
+def check_protocol_negotiation():
+    # libpq 18 can ask for protocol 3.2; pgsplit must negotiate it down.
+    if psycopg.pq.version() < 180000:
+        return "skipped (libpq < 18)"
+    with psycopg.connect(conninfo(RW, max_protocol_version="latest"), autocommit=True) as conn:
+        expect(conn.execute("SELECT 1").fetchone() == (1,), "query after negotiation")
+        threading.Timer(0.5, conn.cancel_safe).start()
+        state = sqlstate_of(lambda: conn.execute("SELECT pg_sleep(30)"))[0]
+        expect(state == "57014", f"cancel after negotiation gave {state}")
+
+
+def check_many_connections():
+    conns = [connect(RW if i % 2 == 0 else RO) for i in range(10)]
+    try:
+        for i, c in enumerate(conns):
+            expect(c.execute("SELECT %s::int", (i,)).fetchone() == (i,), f"connection {i}")
+    finally:
+        for c in conns:
+            c.close()
+
+
+CHECKS = [
+    ("connect and simple query", check_connect_and_simple_query),
+    ("create tables", check_schema),
+    ("parameterized queries", check_parameterized_queries),
+    ("prepared statements (prepare=True)", check_prepare_true),
+    ("prepared statements (prepare_threshold=0)", check_prepare_threshold_zero),
+    ("pipeline mode", check_pipeline),
+    ("COPY FROM STDIN / TO STDOUT", check_copy),
+    ("cancel (conn.cancel)", check_cancel),
+    ("cancel (conn.cancel_safe)", check_cancel_safe),
+    ("cancel in a transaction on the read-only port", check_cancel_in_transaction),
+    ("LISTEN/NOTIFY", check_listen_notify),
+    ("transaction rollback and savepoint", check_transaction_rollback),
+    ("errors keep their SQLSTATE", check_errors),
+    ("large results", check_large_result),
+    ("read-only port", check_read_only_port),
+    ("protocol version negotiation", check_protocol_negotiation),
+    ("many connections", check_many_connections),
+]
+
+
+def main():
+    keep_going = os.environ.get("DRIVER_CHECKS_KEEP_GOING") == "1"
+    only = [s.strip() for s in os.environ.get("DRIVER_CHECKS_ONLY", "").split(",") if s.strip()]
+    print(f"psycopg {psycopg.__version__} (libpq {psycopg.pq.version()}, {psycopg.pq.__impl__}); rw={RW} ro={RO}")
+    failed = []
+    for name, fn in CHECKS:
+        if only and not any(o in name for o in only):
+            continue
+        # A check that hangs is a failure too: report it and stop.
+        def on_timeout(name=name):
+            print(f"FAIL {name}: no answer within {CHECK_TIMEOUT:.0f}s", flush=True)
+            os._exit(1)
+
+        watchdog = threading.Timer(CHECK_TIMEOUT, on_timeout)
+        watchdog.daemon = True
+        watchdog.start()
+        start = time.monotonic()
+        try:
+            note = fn()
+        except Exception as e:
+            watchdog.cancel()
+            detail = f"{type(e).__name__}: {e}"
+            if isinstance(e, psycopg.Error) and e.sqlstate:
+                detail += f" (SQLSTATE {e.sqlstate})"
+            print(f"FAIL {name}: {detail}", flush=True)
+            if not isinstance(e, CheckFailed):
+                traceback.print_exc()
+            failed.append(name)
+            if not keep_going:
+                sys.exit(1)
+            continue
+        watchdog.cancel()
+        suffix = f" - {note}" if note else ""
+        print(f"ok   {name} ({time.monotonic() - start:.2f}s){suffix}", flush=True)
+    if failed:
+        print(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        sys.exit(1)
+    print("all psycopg checks passed")
+
+
+if __name__ == "__main__":
+    main()
