@@ -60,7 +60,11 @@ fn init_logging(format: LogFormat, default_level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo talks to a person on stdout; keep the proxy's log to warnings.
-    let default_level = if cli.command.is_some() { "warn" } else { "info" };
+    let default_level = if cli.command.is_some() {
+        "warn"
+    } else {
+        "info"
+    };
     init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Some(Command::Demo(args)) => demo::demo(args),

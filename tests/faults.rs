@@ -12,7 +12,11 @@ async fn authentication_failures_have_their_sqlstates() {
     let env = Env::start(Setup::default().replicas(0)).await;
     let mut wrong = env.pg_config(env.rw, "app");
     wrong.password("not-the-password");
-    let err = wrong.connect(tokio_postgres::NoTls).await.err().expect("connect fails");
+    let err = wrong
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("connect fails");
     assert_eq!(sqlstate(&err), "28P01", "{err}");
 
     let err = env.try_connect(env.rw, "nobody").await.unwrap_err();
@@ -20,41 +24,80 @@ async fn authentication_failures_have_their_sqlstates() {
 
     let mut nodb = env.pg_config(env.rw, "app");
     nodb.dbname("no_such_db");
-    let err = nodb.connect(tokio_postgres::NoTls).await.err().expect("connect fails");
+    let err = nodb
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("connect fails");
     assert_eq!(sqlstate(&err), "3D000", "{err}");
     assert!(message(&err).contains("no_such_db"));
 
     // pgsplit logs in to servers with whatever they ask: md5 and trust users.
     for user in ["app_md5", "app_trust"] {
-        let c = env.try_connect(env.rw, user).await.unwrap_or_else(|e| panic!("{user}: {e}"));
-        let who: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        let c = env
+            .try_connect(env.rw, user)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}"));
+        let who: String = c
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(who, user);
     }
     let out = env.psql(env.rw, "user=app dbname=app", "wrong", &["-c", "SELECT 1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("password authentication failed"));
     let c = env.connect(env.rw).await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_and_trust_client_authentication() {
-    let env = Env::start(Setup::default().replicas(0).tweak(|c| c.auth.method = AuthMethod::Md5)).await;
+    let env = Env::start(
+        Setup::default()
+            .replicas(0)
+            .tweak(|c| c.auth.method = AuthMethod::Md5),
+    )
+    .await;
     let c = env.connect(env.rw).await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
     let mut wrong = env.pg_config(env.rw, "app");
     wrong.password("nope");
-    assert_eq!(sqlstate(&wrong.connect(tokio_postgres::NoTls).await.err().expect("connect fails")), "28P01");
+    assert_eq!(
+        sqlstate(
+            &wrong
+                .connect(tokio_postgres::NoTls)
+                .await
+                .err()
+                .expect("connect fails")
+        ),
+        "28P01"
+    );
     let out = env.psql(env.rw, "user=app dbname=app", "app", &["-c", "SELECT 2"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 
     let mut env = env;
     env.stop_proxy().await;
-    let trust = Env::start(Setup::default().replicas(0).tweak(|c| c.auth.method = AuthMethod::Trust)).await;
+    let trust = Env::start(
+        Setup::default()
+            .replicas(0)
+            .tweak(|c| c.auth.method = AuthMethod::Trust),
+    )
+    .await;
     let mut any = trust.pg_config(trust.rw, "app");
     any.password("ignored under trust");
     let (c, conn) = any.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    assert_eq!(c.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(
+        c.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0),
+        3
+    );
 }
 
 fn trust(setup: Setup) -> Setup {
@@ -77,7 +120,8 @@ async fn garbage_and_oversized_messages_get_08p01_and_others_carry_on() {
 
     // A startup packet that lies about its parameters.
     let mut c = RawClient::connect(env.rw).await;
-    c.send(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r']).await;
+    c.send(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'])
+        .await;
     assert_eq!(c.expect_fatal().await.0, "08P01");
 
     // An unknown message type after login.
@@ -117,7 +161,14 @@ async fn garbage_and_oversized_messages_get_08p01_and_others_carry_on() {
     let big = format!("SELECT length('{}')", "y".repeat(900_000));
     let n: i32 = bystander.query_one(big.as_str(), &[]).await.unwrap().get(0);
     assert_eq!(n, 900_000);
-    assert_eq!(bystander.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        bystander
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
     let (status, _) = env.http_get("/healthz").await;
     assert_eq!(status, 200);
 }
@@ -139,7 +190,10 @@ async fn too_many_clients_get_53300_and_silent_clients_time_out() {
         env.try_connect(env.rw, "app").await.is_ok()
     })
     .await;
-    assert_eq!(a.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        a.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
     drop(a);
 
     // A client that connects and says nothing is dropped after login_timeout_ms.
@@ -159,7 +213,10 @@ async fn too_many_clients_get_53300_and_silent_clients_time_out() {
 /// Rows in pg_stat_activity of node `i` with this application_name.
 fn sessions_named(env: &Env, i: usize, name: &str) -> usize {
     env.cluster
-        .psql(i, &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'"))
+        .psql(
+            i,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'"),
+        )
         .unwrap()
         .parse()
         .unwrap()
@@ -172,7 +229,8 @@ async fn a_client_that_vanishes_mid_query_leaves_no_server_connection() {
     cfg.application_name("vanishing");
     let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
     let conn_task = tokio::spawn(connection);
-    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
+    let query =
+        tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
     eventually(Duration::from_secs(5), "the query runs", || async {
         env.cluster
             .psql(0, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanishing' AND state = 'active'")
@@ -183,12 +241,17 @@ async fn a_client_that_vanishes_mid_query_leaves_no_server_connection() {
     // Dropping the connection future closes the client's socket mid-query.
     conn_task.abort();
     let _ = query.await;
-    eventually(Duration::from_secs(5), "the server connection is gone", || async {
-        sessions_named(&env, 0, "vanishing") == 0
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the server connection is gone",
+        || async { sessions_named(&env, 0, "vanishing") == 0 },
+    )
     .await;
     let c = env.connect(env.rw).await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +262,8 @@ async fn a_backend_killed_mid_session_ends_only_that_session() {
     cfg.application_name("victim");
     let (victim, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    let query = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    let query =
+        tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     eventually(Duration::from_secs(5), "the victim's query runs", || async {
         env.cluster
             .psql(0, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'victim' AND state = 'active'")
@@ -210,17 +274,41 @@ async fn a_backend_killed_mid_session_ends_only_that_session() {
     env.cluster
         .psql(0, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'victim'")
         .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), query).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "57P01", "{err}");
-    assert_eq!(bystander.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        bystander
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 
     // A replica stopped outright (no goodbye from the server) under a session.
     let ro = env.connect(env.ro).await;
-    let port: i32 = ro.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
-    let index = env.cluster.nodes().iter().position(|n| i32::from(n.port) == port).unwrap();
+    let port: i32 = ro
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let index = env
+        .cluster
+        .nodes()
+        .iter()
+        .position(|n| i32::from(n.port) == port)
+        .unwrap();
     let other_ro = loop {
         let c = env.connect(env.ro).await;
-        let p: i32 = c.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        let p: i32 = c
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .unwrap()
+            .get(0);
         if p != port {
             break c;
         }
@@ -228,15 +316,34 @@ async fn a_backend_killed_mid_session_ends_only_that_session() {
     env.cluster.stop_node(index, true).unwrap();
     let err = ro.query_one("SELECT 1", &[]).await.unwrap_err();
     assert!(err.is_closed() || !sqlstate(&err).is_empty(), "{err}");
-    assert_eq!(other_ro.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        other_ro
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
     // New read-only sessions avoid the dead replica.
-    env.wait_for(Duration::from_secs(5), |s| s.backends[index].healthy == false).await;
+    env.wait_for(Duration::from_secs(5), |s| !s.backends[index].healthy)
+        .await;
     for _ in 0..4 {
         let c = env.connect(env.ro).await;
-        let p: i32 = c.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        let p: i32 = c
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_ne!(p, port);
     }
-    assert_eq!(bystander.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(
+        bystander
+            .query_one("SELECT 3", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

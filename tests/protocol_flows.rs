@@ -13,9 +13,11 @@ async fn simple_extended_and_pipelined_queries() {
     let env = Env::start(Setup::default()).await;
     let c = env.connect(env.rw).await;
     // Simple protocol, several statements in one message.
-    c.batch_execute("CREATE TABLE kv(k int PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'one'), (2, 'two')")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE kv(k int PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'one'), (2, 'two')",
+    )
+    .await
+    .unwrap();
     let rows = c.simple_query("SELECT v FROM kv ORDER BY k").await.unwrap();
     let values: Vec<&str> = rows
         .iter()
@@ -36,13 +38,20 @@ async fn simple_extended_and_pipelined_queries() {
     // Pipelining: tokio-postgres sends all of these before reading any reply.
     let inserts = (3..103).map(|k| {
         let c = &c;
-        async move { c.execute("INSERT INTO kv VALUES ($1, $2)", &[&k, &format!("v{k}")]).await }
+        async move {
+            c.execute("INSERT INTO kv VALUES ($1, $2)", &[&k, &format!("v{k}")])
+                .await
+        }
     });
     let done = futures_util::future::try_join_all(inserts).await.unwrap();
     assert_eq!(done.iter().sum::<u64>(), 100);
     let queries = (1..=50).map(|k| {
         let (c, stmt) = (&c, &stmt);
-        async move { c.query_one(stmt, &[&k]).await.map(|r| r.get::<_, String>(0)) }
+        async move {
+            c.query_one(stmt, &[&k])
+                .await
+                .map(|r| r.get::<_, String>(0))
+        }
     });
     let got = futures_util::future::try_join_all(queries).await.unwrap();
     assert_eq!(got[0], "one");
@@ -57,21 +66,37 @@ async fn simple_extended_and_pipelined_queries() {
     assert_eq!(good.unwrap().get::<_, i64>(0), 102);
 
     // Transactions keep their state across statements.
-    c.batch_execute("BEGIN; DELETE FROM kv; ROLLBACK").await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM kv", &[]).await.unwrap().get(0);
+    c.batch_execute("BEGIN; DELETE FROM kv; ROLLBACK")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 102);
 
     // The same through the read-only port, against a replica.
-    env.cluster.wait_caught_up(0, 1, Duration::from_secs(10)).unwrap();
-    env.cluster.wait_caught_up(0, 2, Duration::from_secs(10)).unwrap();
+    env.cluster
+        .wait_caught_up(0, 1, Duration::from_secs(10))
+        .unwrap();
+    env.cluster
+        .wait_caught_up(0, 2, Duration::from_secs(10))
+        .unwrap();
     let ro = env.connect(env.ro).await;
-    let stmt = ro.prepare("SELECT v, pg_is_in_recovery() FROM kv WHERE k = $1").await.unwrap();
+    let stmt = ro
+        .prepare("SELECT v, pg_is_in_recovery() FROM kv WHERE k = $1")
+        .await
+        .unwrap();
     let reads = (1..=20).map(|k| {
         let (ro, stmt) = (&ro, &stmt);
         async move { ro.query_one(stmt, &[&k]).await }
     });
     for row in futures_util::future::try_join_all(reads).await.unwrap() {
-        assert!(row.get::<_, bool>(1), "read-only port read ran on a replica");
+        assert!(
+            row.get::<_, bool>(1),
+            "read-only port read ran on a replica"
+        );
     }
 }
 
@@ -79,7 +104,9 @@ async fn simple_extended_and_pipelined_queries() {
 async fn copy_100k_rows_in_and_out_through_both_ports() {
     let env = Env::start(Setup::default()).await;
     let c = env.connect(env.rw).await;
-    c.batch_execute("CREATE TABLE big(id int, payload text)").await.unwrap();
+    c.batch_execute("CREATE TABLE big(id int, payload text)")
+        .await
+        .unwrap();
     let mut data = String::new();
     for i in 0..100_000 {
         data.push_str(&format!("{i}\trow {i} {}\n", "x".repeat(i % 50)));
@@ -94,14 +121,21 @@ async fn copy_100k_rows_in_and_out_through_both_ports() {
 
     let copied_out = |client: tokio_postgres::Client| async move {
         // Heap order is not insertion order (COPY fills free space), so sort.
-        let stream = client.copy_out("COPY (SELECT * FROM big ORDER BY id) TO STDOUT").await.unwrap();
+        let stream = client
+            .copy_out("COPY (SELECT * FROM big ORDER BY id) TO STDOUT")
+            .await
+            .unwrap();
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
         (client, chunks.concat())
     };
     let (c, out) = copied_out(c).await;
     assert_eq!(out.len(), data.len());
     if out != data.as_bytes() {
-        let at = out.iter().zip(data.as_bytes()).position(|(a, b)| a != b).unwrap();
+        let at = out
+            .iter()
+            .zip(data.as_bytes())
+            .position(|(a, b)| a != b)
+            .unwrap();
         panic!(
             "COPY TO STDOUT differs at byte {at}: got {:?} want {:?}",
             String::from_utf8_lossy(&out[at.saturating_sub(40)..(at + 40).min(out.len())]),
@@ -110,11 +144,16 @@ async fn copy_100k_rows_in_and_out_through_both_ports() {
     }
 
     for i in 1..=2 {
-        env.cluster.wait_caught_up(0, i, Duration::from_secs(30)).unwrap();
+        env.cluster
+            .wait_caught_up(0, i, Duration::from_secs(30))
+            .unwrap();
     }
     let ro = env.connect(env.ro).await;
     let (ro, out) = copied_out(ro).await;
-    assert!(out == data.as_bytes(), "the replica returns the same 100k rows");
+    assert!(
+        out == data.as_bytes(),
+        "the replica returns the same 100k rows"
+    );
     let sink = ro.copy_in::<_, Bytes>("COPY big FROM STDIN").await;
     let err = match sink {
         Err(e) => e,
@@ -128,9 +167,21 @@ async fn copy_100k_rows_in_and_out_through_both_ports() {
     // pgsplit keeps serving. (tokio-postgres itself cannot reuse a client
     // whose copy_in failed, even connected directly, so take a fresh one.)
     drop(ro);
-    assert_eq!(c.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get::<_, i64>(0), 100_000);
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM big", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        100_000
+    );
     let ro = env.connect(env.ro).await;
-    assert_eq!(ro.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        ro.query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,14 +197,39 @@ async fn psql_copy_and_queries_through_both_ports() {
     }
     std::fs::write(&input, &data).unwrap();
     let ok = |out: std::process::Output| {
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let conn = "user=app dbname=app";
-    ok(env.psql(env.rw, conn, "app", &["-c", "CREATE TABLE p(id int, t text)"]));
-    let copied = ok(env.psql(env.rw, conn, "app", &["-c", &format!("\\copy p FROM '{}'", input.display())]));
+    ok(env.psql(
+        env.rw,
+        conn,
+        "app",
+        &["-c", "CREATE TABLE p(id int, t text)"],
+    ));
+    let copied = ok(env.psql(
+        env.rw,
+        conn,
+        "app",
+        &["-c", &format!("\\copy p FROM '{}'", input.display())],
+    ));
     assert!(copied.contains("100000"), "{copied}");
-    ok(env.psql(env.rw, conn, "app", &["-c", &format!("\\copy (SELECT * FROM p ORDER BY id) TO '{}'", output.display())]));
+    ok(env.psql(
+        env.rw,
+        conn,
+        "app",
+        &[
+            "-c",
+            &format!(
+                "\\copy (SELECT * FROM p ORDER BY id) TO '{}'",
+                output.display()
+            ),
+        ],
+    ));
     assert!(std::fs::read_to_string(&output).unwrap() == data);
 
     let port = ok(env.psql(env.rw, conn, "app", &["-c", "SELECT inet_server_port()"]));
@@ -161,7 +237,12 @@ async fn psql_copy_and_queries_through_both_ports() {
     let port = ok(env.psql(env.ro, conn, "app", &["-c", "SELECT inet_server_port()"]));
     let port: u16 = port.trim().parse().unwrap();
     assert!(env.replica_ports().contains(&port));
-    let refused = env.psql(env.ro, conn, "app", &["-c", "INSERT INTO p VALUES (0, 'no')"]);
+    let refused = env.psql(
+        env.ro,
+        conn,
+        "app",
+        &["-c", "INSERT INTO p VALUES (0, 'no')"],
+    );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only transaction"));
     std::fs::remove_dir_all(&dir).ok();
@@ -175,7 +256,10 @@ async fn cancel_reaches_the_running_query_on_either_port() {
         let bystander = env.connect(port).await;
         let token = victim.cancel_token();
         let started = std::time::Instant::now();
-        let sleeper = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        let sleeper =
+            tokio::spawn(
+                async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) },
+            );
         // Cancel once the query is really running (pg_stat_activity on the
         // server it was routed to), then it must fail with query_canceled.
         let mut sent = false;
@@ -203,14 +287,25 @@ async fn cancel_reaches_the_running_query_on_either_port() {
         assert_eq!(sqlstate(&err), "57014", "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
         // The cancel hit only its own session.
-        assert_eq!(bystander.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+        assert_eq!(
+            bystander
+                .query_one("SELECT 7", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            7
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_and_notifications_pass_through() {
     let env = Env::start(Setup::default().replicas(0)).await;
-    let (listener, mut connection) = env.pg_config(env.rw, "app").connect(tokio_postgres::NoTls).await.unwrap();
+    let (listener, mut connection) = env
+        .pg_config(env.rw, "app")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -220,7 +315,10 @@ async fn notices_and_notifications_pass_through() {
     });
     listener.batch_execute("LISTEN chan").await.unwrap();
     let notifier = env.connect(env.rw).await;
-    notifier.batch_execute("NOTIFY chan, 'hello through pgsplit'").await.unwrap();
+    notifier
+        .batch_execute("NOTIFY chan, 'hello through pgsplit'")
+        .await
+        .unwrap();
     listener
         .batch_execute("DO $$ BEGIN RAISE NOTICE 'a notice'; END $$")
         .await
@@ -228,7 +326,10 @@ async fn notices_and_notifications_pass_through() {
     let mut got_notification = false;
     let mut got_notice = false;
     while !(got_notification && got_notice) {
-        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         match m {
             tokio_postgres::AsyncMessage::Notification(n) => {
                 assert_eq!(n.channel(), "chan");

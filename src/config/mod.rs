@@ -354,13 +354,14 @@ impl Config {
             }
         }
         let l = &self.listen;
-        if l.read_write == l.read_only || l.read_write == l.admin || l.read_only == l.admin {
-            if l.read_write.port() != 0 {
-                return Err(invalid(
-                    "listen",
-                    "read_write, read_only and admin must differ",
-                ));
-            }
+        let clash =
+            l.read_write == l.read_only || l.read_write == l.admin || l.read_only == l.admin;
+        // Port 0 (pick any free port) may repeat.
+        if clash && l.read_write.port() != 0 {
+            return Err(invalid(
+                "listen",
+                "read_write, read_only and admin must differ",
+            ));
         }
         let lim = &self.limits;
         if !(1024..=(1 << 30)).contains(&lim.max_message_size) {

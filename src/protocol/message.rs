@@ -155,7 +155,7 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError
 /// A client's PasswordMessage: the NUL-terminated password.
 pub fn password(body: &[u8]) -> Result<&[u8], ProtocolError> {
     match cstr(body) {
-        Some((pw, rest)) if rest.is_empty() => Ok(pw),
+        Some((pw, [])) => Ok(pw),
         _ => Err(ProtocolError::Malformed {
             what: "PasswordMessage",
         }),

@@ -364,5 +364,7 @@ pub fn init_logging() {
 
 /// The server's message of a tokio-postgres error (its Display says only "db error").
 pub fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
 }
