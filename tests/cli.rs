@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn check(config: &str) -> std::process::Output {
-    let path = std::env::temp_dir().join(format!("pgsplit-cli-{}-{}.toml", std::process::id(), config.len()));
+    let path = std::env::temp_dir().join(format!(
+        "pgsplit-cli-{}-{}.toml",
+        std::process::id(),
+        config.len()
+    ));
     std::fs::write(&path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
         .args(["--config", path.to_str().unwrap(), "--check"])
@@ -18,7 +22,11 @@ const GOOD: &str = "[[backends]]\nname = \"pg1\"\naddress = \"127.0.0.1:15432\"\
 #[test]
 fn check_prints_the_effective_config_without_secrets() {
     let out = check(GOOD);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("max_client_connections = 1000"), "{shown}");
     assert!(shown.contains("read_write = \"127.0.0.1:5433\""), "{shown}");
@@ -47,8 +55,16 @@ fn check_names_the_bad_key_and_fails() {
 #[test]
 fn the_reference_config_checks() {
     let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
-        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml"), "--check"])
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml"),
+            "--check",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
