@@ -123,11 +123,12 @@ impl Proxy {
         let local = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         let (read_write_addr, read_only_addr, admin_addr) = (local(&rw), local(&ro), local(&admin));
 
+        let metrics = Metrics::new();
         let shared = Arc::new(Shared {
             users: ArcSwap::from_pointee(Users::from_config(&config)),
-            topology: Topology::new(&config),
+            topology: Topology::new(&config, metrics.primary_changes.clone()),
             cancels: Arc::new(CancelRegistry::default()),
-            metrics: Metrics::new(),
+            metrics,
             tls,
             shutdown: CancellationToken::new(),
             clients: AtomicUsize::new(0),

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::route::Listener;
 use crate::topology::{Role, Snapshot};
@@ -62,7 +63,12 @@ pub struct Metrics {
     pub read_only: ListenerMetrics,
     backend_up: Family<BackendLabel, Gauge>,
     backend_is_primary: Family<BackendLabel, Gauge>,
+    backend_in_rotation: Family<BackendLabel, Gauge>,
+    backend_lag_bytes: Family<BackendLabel, Gauge>,
+    backend_lag_seconds: Family<BackendLabel, Gauge<f64, AtomicU64>>,
     primaries_seen: Gauge,
+    /// Changes of the elected primary; incremented by the topology.
+    pub primary_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -109,6 +115,30 @@ impl Metrics {
             "1 if the backend is the primary pgsplit writes to",
             backend_is_primary.clone(),
         );
+        let backend_in_rotation = Family::<BackendLabel, Gauge>::default();
+        registry.register(
+            "pgsplit_backend_in_rotation",
+            "1 if the backend may serve reads now",
+            backend_in_rotation.clone(),
+        );
+        let backend_lag_bytes = Family::<BackendLabel, Gauge>::default();
+        registry.register(
+            "pgsplit_backend_lag_bytes",
+            "Bytes of WAL the replica has yet to replay, against the primary",
+            backend_lag_bytes.clone(),
+        );
+        let backend_lag_seconds = Family::<BackendLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pgsplit_backend_lag_seconds",
+            "How long the replica has had WAL waiting to be replayed",
+            backend_lag_seconds.clone(),
+        );
+        let primary_changes = Counter::default();
+        registry.register(
+            "pgsplit_primary_changes",
+            "Changes of the primary pgsplit writes to",
+            primary_changes.clone(),
+        );
         let primaries_seen = Gauge::default();
         registry.register(
             "pgsplit_primaries_seen",
@@ -143,7 +173,11 @@ impl Metrics {
             registry,
             backend_up,
             backend_is_primary,
+            backend_in_rotation,
+            backend_lag_bytes,
+            backend_lag_seconds,
             primaries_seen,
+            primary_changes,
         }
     }
 
@@ -168,6 +202,15 @@ impl Metrics {
             self.backend_is_primary
                 .get_or_create(&label)
                 .set(i64::from(primary));
+            self.backend_in_rotation
+                .get_or_create(&label)
+                .set(i64::from(b.in_rotation));
+            self.backend_lag_bytes
+                .get_or_create(&label)
+                .set(b.lag_bytes.unwrap_or(0) as i64);
+            self.backend_lag_seconds
+                .get_or_create(&label)
+                .set(b.lag_ms.unwrap_or(0) as f64 / 1000.0);
         }
         self.primaries_seen.set(snapshot.primaries_seen as i64);
         let mut out = String::new();

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::topology::{Snapshot, Topology};
+use crate::config::NoReplica;
+use crate::topology::{Role, Snapshot, Topology};
 
 /// Which client port a session came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,13 +50,18 @@ pub enum RouteError {
     /// No backend answers at all.
     #[error("pgsplit could not reach any backend after waiting {waited_ms} ms: {situation}")]
     Unreachable { waited_ms: u128, situation: String },
+    /// No replica may serve reads and `routing.no_replica = "error"`.
+    #[error("no replica is available for reads (routing.no_replica = \"error\"): {situation}")]
+    NoReplica { situation: String },
 }
 
 impl RouteError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             // cannot_connect_now: expected to pass (a failover in progress).
-            RouteError::NoPrimary { .. } => crate::error::sqlstate::CANNOT_CONNECT_NOW,
+            RouteError::NoPrimary { .. } | RouteError::NoReplica { .. } => {
+                crate::error::sqlstate::CANNOT_CONNECT_NOW
+            }
             RouteError::Unreachable { .. } => crate::error::sqlstate::CANNOT_CONNECT,
         }
     }
@@ -76,7 +82,7 @@ fn describe(snapshot: &Snapshot) -> String {
         let names: Vec<&str> = snapshot
             .backends
             .iter()
-            .filter(|b| b.healthy && b.role == crate::topology::Role::Primary)
+            .filter(|b| b.healthy && b.role == Role::Primary)
             .map(|b| b.name.as_str())
             .collect();
         return format!(
@@ -104,12 +110,13 @@ fn describe(snapshot: &Snapshot) -> String {
     }
 }
 
-/// Picks a backend for a new session on `listener`, waiting up to `wait` for
-/// the topology to offer one. `exclude` lists backends that just failed to
+/// Picks a backend for a session on `listener`, waiting up to `wait` for the
+/// topology to offer one. `exclude` lists backends that just failed to
 /// connect. Cancel-safe.
 pub async fn choose(
     topology: &Topology,
     listener: Listener,
+    no_replica: NoReplica,
     wait: Duration,
     exclude: &[usize],
 ) -> Result<Target, RouteError> {
@@ -118,22 +125,17 @@ pub async fn choose(
     let mut changes = topology.subscribe();
     loop {
         let snapshot = topology.snapshot();
-        if listener == Listener::ReadOnly && (snapshot.complete || Instant::now() >= deadline) {
-            for _ in 0..snapshot.read_schedule.len() {
-                match topology.next_replica(&snapshot) {
-                    Some(i) if !exclude.contains(&i) => return Ok(target(&snapshot, i, false)),
-                    _ => {}
-                }
-            }
-        }
-        let may_fall_back = listener == Listener::ReadWrite || snapshot.complete;
-        if let Some(p) = snapshot
-            .primary
-            .filter(|p| may_fall_back && !exclude.contains(p))
-        {
-            return Ok(target(&snapshot, p, listener == Listener::ReadOnly));
-        }
         let now = Instant::now();
+        if let Some(target) = pick(
+            topology,
+            &snapshot,
+            listener,
+            no_replica,
+            exclude,
+            now >= deadline,
+        )? {
+            return Ok(target);
+        }
         if now >= deadline {
             let waited_ms = (now - start).as_millis();
             let situation = describe(&snapshot);
@@ -151,5 +153,61 @@ pub async fn choose(
         }
         // A new snapshot or the deadline, whichever comes first.
         let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+    }
+}
+
+/// One attempt against one snapshot: Ok(None) means "wait for the next one".
+fn pick(
+    topology: &Topology,
+    snapshot: &Snapshot,
+    listener: Listener,
+    no_replica: NoReplica,
+    exclude: &[usize],
+    last_try: bool,
+) -> Result<Option<Target>, RouteError> {
+    let primary = snapshot.primary.filter(|p| !exclude.contains(p));
+    match listener {
+        Listener::ReadWrite => Ok(primary.map(|p| target(snapshot, p, false))),
+        // Until every backend has answered once, wait: the replicas may be a
+        // probe away, and reads should not land on the primary by accident.
+        Listener::ReadOnly if !snapshot.complete && !last_try => Ok(None),
+        Listener::ReadOnly => {
+            for _ in 0..snapshot.read_schedule.len() {
+                match topology.next_reader(snapshot) {
+                    Some(i) if !exclude.contains(&i) => {
+                        // The primary, when it serves reads, still refuses writes here.
+                        return Ok(Some(target(snapshot, i, Some(i) == snapshot.primary)));
+                    }
+                    _ => {}
+                }
+            }
+            match no_replica {
+                NoReplica::Primary => Ok(primary.map(|p| target(snapshot, p, true))),
+                NoReplica::Error if snapshot.complete => Err(RouteError::NoReplica {
+                    situation: describe_readers(snapshot),
+                }),
+                NoReplica::Error => Ok(None),
+            }
+        }
+    }
+}
+
+fn describe_readers(snapshot: &Snapshot) -> String {
+    let parts: Vec<String> = snapshot
+        .backends
+        .iter()
+        .filter(|b| b.role != Role::Primary)
+        .map(|b| {
+            format!(
+                "{}: {}",
+                b.name,
+                b.reason.as_deref().unwrap_or("unavailable")
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "no replicas configured".into()
+    } else {
+        parts.join("; ")
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! The drivers are installed by `tests/drivers/install.sh`. A missing driver
 //! fails the test with the install command, unless `PGSPLIT_SKIP_DRIVERS=1`.
+//! `PYTHON` picks the interpreter (default `python3`). To investigate, run a
+//! script by hand against any pgsplit with `PGSPLIT_RW_PORT`/`PGSPLIT_RO_PORT`
+//! set, `DRIVER_CHECKS_KEEP_GOING=1` to see every failure and
+//! `DRIVER_CHECKS_ONLY=name,...` to pick checks.
 
 mod common;
 use common::*;
@@ -33,7 +37,7 @@ fn python() -> String {
 }
 
 fn probe_psycopg() -> Result<(), String> {
-    let out = std::process::Command::new(python())
+    let out = Command::new(python())
         .args(["-c", "import psycopg; print(psycopg.__version__)"])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python()))?;
@@ -49,7 +53,7 @@ fn probe_psycopg() -> Result<(), String> {
 }
 
 fn probe_node_pg() -> Result<(), String> {
-    let out = std::process::Command::new("node")
+    let out = Command::new("node")
         .arg("--version")
         .output()
         .map_err(|e| format!("cannot run node: {e}"))?;
@@ -81,12 +85,16 @@ async fn run_driver_script(what: &str, probe: Probe, program: &str, script: &str
     let env = Env::start(Setup::default()).await;
     let mut cmd = Command::new(program);
     cmd.arg(drivers_dir().join(script))
-        .current_dir(drivers_dir())
-        .env("PGSPLIT_RW_PORT", env.rw.to_string())
-        .env("PGSPLIT_RO_PORT", env.ro.to_string())
-        .env_remove("PGSERVICE")
-        .env_remove("PGSSLMODE")
-        .env_remove("PGOPTIONS");
+        .current_dir(drivers_dir());
+    // libpq's PG* variables (PGSSLMODE, PGOPTIONS, ...) would change what the
+    // scripts test; the scripts' own settings are all in their conninfo.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env("PGSPLIT_RW_PORT", env.rw.to_string())
+        .env("PGSPLIT_RO_PORT", env.ro.to_string());
     let started = Instant::now();
     let (status, stdout, stderr) =
         tokio::task::spawn_blocking(move || run_with_timeout(cmd, SCRIPT_TIMEOUT))
@@ -100,14 +108,12 @@ async fn run_driver_script(what: &str, probe: Probe, program: &str, script: &str
             "{script} did not finish within {SCRIPT_TIMEOUT:?} and was killed.\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}"
         );
     };
-    println!(
+    let report = format!(
         "{script} finished in {:.1}s with {status}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
         elapsed.as_secs_f64()
     );
-    assert!(
-        status.success(),
-        "{what} checks failed ({status}).\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}"
-    );
+    assert!(status.success(), "{what} checks failed.\n{report}");
+    println!("{report}");
 }
 
 /// Runs `cmd` to its end or until `limit` (then kills it: status None),

@@ -289,40 +289,63 @@ async fn a_backend_killed_mid_session_ends_only_that_session() {
         1
     );
 
-    // A replica stopped outright (no goodbye from the server) under a session.
-    let ro = env.connect(env.ro).await;
-    let port: i32 = ro
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    // A replica stopped outright under three sessions: the one with a query
+    // running gets an error; an idle one that only ran plain statements moves
+    // to the other replica unnoticed; an idle one holding state (tokio-postgres
+    // prepares named statements) is told plainly.
+    async fn port_of(c: &tokio_postgres::Client) -> i32 {
+        let rows = c.simple_query("SELECT inet_server_port()").await.unwrap();
+        match &rows[1] {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).unwrap().parse().unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let busy = env.connect(env.ro).await;
+    let port = port_of(&busy).await;
     let index = env
         .cluster
         .nodes()
         .iter()
         .position(|n| i32::from(n.port) == port)
         .unwrap();
-    let other_ro = loop {
+    let mut on_same = Vec::new();
+    while on_same.len() < 2 {
         let c = env.connect(env.ro).await;
-        let p: i32 = c
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if p != port {
-            break c;
+        if port_of(&c).await == port {
+            on_same.push(c);
         }
-    };
-    env.cluster.stop_node(index, true).unwrap();
-    let err = ro.query_one("SELECT 1", &[]).await.unwrap_err();
-    assert!(err.is_closed() || !sqlstate(&err).is_empty(), "{err}");
-    assert_eq!(
-        other_ro
-            .query_one("SELECT 2", &[])
-            .await
+    }
+    let (clean, stateful) = (on_same.remove(0), on_same.remove(0));
+    stateful.query_one("SELECT 1", &[]).await.unwrap();
+    let running =
+        tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    eventually(Duration::from_secs(5), "the replica query runs", || async {
+        env.cluster
+            .psql(
+                index,
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'",
+            )
             .unwrap()
-            .get::<_, i32>(0),
-        2
+            == "1"
+    })
+    .await;
+    env.cluster.stop_node(index, true).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_closed() || !sqlstate(&err).is_empty(), "{err}");
+    let moved_to = port_of(&clean).await;
+    assert_ne!(
+        moved_to, port,
+        "the clean idle session moved to a live replica"
+    );
+    assert!(env.replica_ports().contains(&(moved_to as u16)));
+    let err = stateful.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(
+        err.is_closed() || sqlstate(&err).starts_with("08") || sqlstate(&err) == "57P01",
+        "{err}"
     );
     // New read-only sessions avoid the dead replica.
     env.wait_for(Duration::from_secs(5), |s| !s.backends[index].healthy)

@@ -24,7 +24,12 @@ fn startup(minor: u16, extra: &[(&str, &str)]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gssenc_then_ssl_then_startup_and_protocol_negotiation() {
-    let env = Env::start(Setup::default().replicas(0).tweak(|c| c.auth.method = AuthMethod::Trust)).await;
+    let env = Env::start(
+        Setup::default()
+            .replicas(0)
+            .tweak(|c| c.auth.method = AuthMethod::Trust),
+    )
+    .await;
     let mut c = RawClient::connect(env.rw).await;
     // GSSENCRequest: answered 'N' (no GSSAPI encryption).
     c.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await;
@@ -34,10 +39,15 @@ async fn gssenc_then_ssl_then_startup_and_protocol_negotiation() {
     assert_eq!(c.stream.read_u8().await.unwrap(), b'N');
     // A 3.2 StartupMessage with a protocol option: NegotiateProtocolVersion
     // for 3.0 naming the option, then a normal login.
-    c.send(&startup(2, &[("_pq_.test_option", "1"), ("application_name", "raw")])).await;
+    c.send(&startup(
+        2,
+        &[("_pq_.test_option", "1"), ("application_name", "raw")],
+    ))
+    .await;
     let (tag, body) = c.recv().await.unwrap();
     assert_eq!(tag, b'v');
-    assert_eq!(&body[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
+    // The newest version as PostgreSQL writes it: 3.0 as 0x00030000.
+    assert_eq!(&body[..8], &[0, 3, 0, 0, 0, 0, 0, 1]);
     assert_eq!(&body[8..], b"_pq_.test_option\0");
     let mut saw_key = false;
     loop {

@@ -55,6 +55,8 @@ pub struct Config {
     #[serde(default)]
     pub health: Health,
     #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
     pub runtime: Runtime,
     /// The Postgres nodes. Roles are discovered, never configured.
     #[serde(default)]
@@ -163,6 +165,19 @@ pub struct Health {
     pub user: Option<String>,
     /// Database the probes connect to. Default `postgres`.
     pub database: String,
+    /// Failed probes in a row that take a backend out (down). Default 3.
+    pub fall: u32,
+    /// Good probes in a row that bring a replica back into rotation. Default 2.
+    pub rise: u32,
+    /// A replica further behind the primary than this many bytes of WAL leaves
+    /// read rotation. Default 16 MiB.
+    pub max_lag_bytes: u64,
+    /// A replica that has had WAL to replay for longer than this leaves read
+    /// rotation. Default 5000.
+    pub max_lag_ms: u64,
+    /// To come back, a replica's lag must be under the thresholds times this
+    /// fraction (hysteresis). Default 0.5.
+    pub readmit_fraction: f64,
 }
 
 impl Default for Health {
@@ -173,8 +188,36 @@ impl Default for Health {
             failover_timeout_ms: 10_000,
             user: None,
             database: "postgres".into(),
+            fall: 3,
+            rise: 2,
+            max_lag_bytes: 16 << 20,
+            max_lag_ms: 5_000,
+            readmit_fraction: 0.5,
         }
     }
+}
+
+/// What reads do when no replica may serve them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoReplica {
+    /// Serve them from the primary (read-only sessions there get
+    /// `default_transaction_read_only = on`).
+    #[default]
+    Primary,
+    /// Fail them with SQLSTATE 57P03.
+    Error,
+}
+
+/// `[routing]`: where reads go.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// The primary also serves reads, by its `weight`, alongside in-rotation
+    /// replicas. Default false.
+    pub primary_reads: bool,
+    /// With no replica in rotation: `"primary"` (default) or `"error"`.
+    pub no_replica: NoReplica,
 }
 
 /// `[runtime]`: the process itself.
@@ -385,6 +428,12 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.health.fall == 0 || self.health.rise == 0 {
+            return Err(invalid("health.fall", "fall and rise must be at least 1"));
+        }
+        if !(self.health.readmit_fraction > 0.0 && self.health.readmit_fraction <= 1.0) {
+            return Err(invalid("health.readmit_fraction", "must be in (0, 1]"));
         }
         if self.runtime.worker_threads == Some(0) {
             return Err(invalid("runtime.worker_threads", "must be at least 1"));

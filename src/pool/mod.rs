@@ -27,6 +27,9 @@ pub struct ServerConn {
     pub key: CancelKey,
     /// ParameterStatus messages from login, as wire bytes.
     pub parameters: BytesMut,
+    /// Logged in with `default_transaction_read_only = on` (a read-only
+    /// session served by the primary).
+    pub read_only: bool,
 }
 
 impl ServerConn {
@@ -143,6 +146,7 @@ pub async fn connect(
             addr,
             key: login.key,
             parameters: login.parameters,
+            read_only: target.read_only,
         })
     };
     tokio::time::timeout(timeout, work)

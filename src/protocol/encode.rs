@@ -112,15 +112,16 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     tagged(buf, b'Z', |b| b.put_u8(status));
 }
 
-/// NegotiateProtocolVersion: the newest minor version we speak and the
-/// protocol options we do not recognise.
+/// NegotiateProtocolVersion: the newest protocol version we speak, as a whole
+/// version code (`3 << 16 | minor`, which is what PostgreSQL sends and libpq
+/// reads), and the protocol options we do not recognise.
 pub fn negotiate_protocol_version<'a>(
     buf: &mut BytesMut,
-    newest_minor: i32,
+    newest: i32,
     unsupported: impl ExactSizeIterator<Item = &'a str>,
 ) {
     tagged(buf, b'v', |b| {
-        b.put_i32(newest_minor);
+        b.put_i32(newest);
         b.put_i32(unsupported.len() as i32);
         for name in unsupported {
             put_cstr(b, name.as_bytes());

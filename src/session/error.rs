@@ -33,6 +33,10 @@ pub enum SessionError {
     Tls(#[source] std::io::Error),
     #[error("lost the connection to backend {backend} ({address})")]
     ServerLost { backend: String, address: String },
+    #[error("{old} is no longer the primary ({}); the open transaction on {old} was abandoned, reconnect and retry", match new { Some(n) => format!("{n} is"), None => "none is known yet".to_owned() })]
+    PrimaryChanged { old: String, new: Option<String> },
+    #[error("pgsplit ended this session: backend {backend} {why}, and the session's state (prepared statements, settings, LISTEN, ...) cannot move to another server; reconnect")]
+    Moved { backend: String, why: String },
     #[error("terminating connection because pgsplit is shutting down")]
     Shutdown,
     #[error("client closed the connection")]
@@ -67,7 +71,9 @@ impl SessionError {
             SessionError::TooManyClients { .. } => sqlstate::TOO_MANY_CONNECTIONS,
             SessionError::TlsRequired | SessionError::NoUser => sqlstate::INVALID_AUTHORIZATION,
             SessionError::Replication => sqlstate::FEATURE_NOT_SUPPORTED,
-            SessionError::ServerLost { .. } => sqlstate::CONNECTION_FAILURE,
+            SessionError::ServerLost { .. }
+            | SessionError::PrimaryChanged { .. }
+            | SessionError::Moved { .. } => sqlstate::CONNECTION_FAILURE,
             SessionError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
             SessionError::Tls(_) | SessionError::ClientGone | SessionError::ClientIo(_) => {
                 return None
@@ -94,9 +100,11 @@ impl SessionError {
             | SessionError::ClientGone
             | SessionError::ClientIo(_) => ErrorKind::Client,
             SessionError::LoginTimeout { .. } => ErrorKind::Timeout,
-            SessionError::Route(_) | SessionError::Connect(_) | SessionError::ServerLost { .. } => {
-                ErrorKind::Server
-            }
+            SessionError::Route(_)
+            | SessionError::Connect(_)
+            | SessionError::ServerLost { .. }
+            | SessionError::PrimaryChanged { .. }
+            | SessionError::Moved { .. } => ErrorKind::Server,
             SessionError::TooManyClients { .. } | SessionError::Shutdown => ErrorKind::Service,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod relay;
+pub mod state;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -18,17 +19,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use self::error::SessionError;
-use self::relay::{Failure, Outcome, Relay};
+use self::relay::{Failure, Outcome, Relay, Upstream};
 use self::stream::ClientStream;
 use crate::app::{Admission, Shared};
 use crate::auth::{client::authenticate, AuthError};
-use crate::cancel::send_cancel;
+use crate::cancel::{send_cancel, CancelHandle};
 use crate::error::ErrorKind;
-use crate::pool::{self, ServerConn};
 use crate::protocol::encode::{self, Severity};
 use crate::protocol::startup::{self, StartupPacket, StartupParams};
 use crate::protocol::ProtocolError;
-use crate::route::{self, Listener};
+use crate::route::Listener;
 use crate::wire;
 
 /// Serves one accepted client connection to its end. Never panics on bad
@@ -104,63 +104,42 @@ async fn run(
     };
     let config = shared.config.load_full();
     let login_ms = config.limits.login_timeout_ms;
-    let login = tokio::time::timeout(
+    let cancel = shared.cancels.register();
+    let upstream = match tokio::time::timeout(
         Duration::from_millis(login_ms),
-        log_in(stream, listener, shared, &admission, who),
+        log_in(stream, listener, shared, &admission, &cancel, who),
     )
     .await
-    .map_err(|_| tell(SessionError::LoginTimeout { ms: login_ms }))?;
-    let Some(LoggedIn { mut server, cancel }) = login.map_err(tell)? else {
-        return Ok(Outcome::Terminated);
+    {
+        Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
+        Ok(Err(e)) => return Err(tell(e)),
+        Ok(Ok(None)) => return Ok(Outcome::Terminated),
+        Ok(Ok(Some(upstream))) => upstream,
     };
-    cancel.slot().set(Some(server.cancel_target()));
-    let outcome = Relay {
+    let relay = Relay {
         client: stream,
-        server: &mut server,
-        metrics: shared.metrics.listener(listener),
+        upstream,
         max_message: config.limits.max_message_size,
-        shutdown: shared.shutdown.clone(),
-    }
-    .run()
-    .await;
-    cancel.slot().set(None);
-    match &outcome {
-        Ok(Outcome::ClientGone { busy: true }) => {
-            // Stop the orphaned query so its server connection ends now rather
-            // than when the query finishes.
-            let target = server.cancel_target();
-            tokio::spawn(send_cancel(target, Duration::from_secs(5)));
-        }
-        Ok(_) => {
-            let mut out = BytesMut::new();
-            encode::terminate(&mut out);
-            let _ = server.stream.write_all(&out).await;
-        }
-        Err(_) => {}
-    }
-    if let Ok(Outcome::Shutdown) = outcome {
-        return Err(Failure {
+    };
+    match relay.run().await {
+        Ok(Outcome::Shutdown) => Err(Failure {
             error: SessionError::Shutdown,
             can_tell: true,
-        });
+        }),
+        other => other,
     }
-    outcome
 }
 
-struct LoggedIn {
-    server: ServerConn,
-    cancel: crate::cancel::CancelHandle,
-}
-
-/// Startup and authentication. Ok(None) for a connection that only carried a
-/// CancelRequest.
-async fn log_in(
+/// Startup, authentication and the first server. Ok(None) for a connection
+/// that only carried a CancelRequest.
+async fn log_in<'a>(
     stream: &mut ClientStream,
     listener: Listener,
-    shared: &Arc<Shared>,
+    shared: &'a Arc<Shared>,
     admission: &Admission,
+    cancel: &'a CancelHandle,
     who: &mut Who,
-) -> Result<Option<LoggedIn>, SessionError> {
+) -> Result<Option<Upstream<'a>>, SessionError> {
     let config = shared.config.load_full();
     let Some(params) = negotiate(stream, shared).await? else {
         return Ok(None);
@@ -181,7 +160,7 @@ async fn log_in(
     let mut out = BytesMut::with_capacity(1024);
     let options: Vec<&str> = params.protocol_options().collect();
     if params.minor > 0 || !options.is_empty() {
-        encode::negotiate_protocol_version(&mut out, 0, options.into_iter());
+        encode::negotiate_protocol_version(&mut out, startup::PROTOCOL_3_0, options.into_iter());
     }
     if let Admission::Rejected { max, .. } = admission {
         return Err(SessionError::TooManyClients { max: *max });
@@ -194,39 +173,29 @@ async fn log_in(
     authenticate(stream, &mut out, config.auth.method, &user).await?;
 
     // The client's parameters go to the server, except the ones pgsplit sets.
-    let mut server_params: Vec<(&str, &str)> = vec![("user", &user_name), ("database", &database)];
-    server_params.extend(
-        params
-            .params
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(k.as_str(), "user" | "database" | "replication")
-                    && !k.starts_with("_pq_.")
-            })
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    let wait = Duration::from_millis(config.health.failover_timeout_ms);
-    let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
-    let mut tried = Vec::new();
-    let server = loop {
-        let target = route::choose(&shared.topology, listener, wait, &tried).await?;
-        match pool::connect(&target, &user, &server_params, connect_timeout).await {
-            Ok(server) => break server,
-            // A read-only session may try another replica (or the primary).
-            Err(e) if listener == Listener::ReadOnly && e.is_unreachable() && tried.len() < 4 => {
-                tracing::warn!(backend = %target.name, error = %e, "backend unreachable; trying another");
-                tried.push(target.backend);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let mut server_params = vec![
+        ("user".to_owned(), user_name.clone()),
+        ("database".to_owned(), database),
+    ];
+    server_params.extend(params.params.into_iter().filter(|(k, _)| {
+        !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+    }));
+    let mut upstream = Upstream {
+        server: None,
+        shared,
+        listener,
+        user,
+        server_params,
+        cancel,
     };
+    upstream.attach().await?;
+    let server = upstream.server.as_ref().expect("attached");
     who.backend = server.name.clone();
-    let cancel = shared.cancels.register();
     out.extend_from_slice(&server.parameters);
     encode::backend_key_data(&mut out, cancel.key());
     encode::ready_for_query(&mut out, b'I');
     wire::send(stream, &mut out).await?;
-    Ok(Some(LoggedIn { server, cancel }))
+    Ok(Some(upstream))
 }
 
 /// Reads startup packets, answering SSLRequest and GSSENCRequest, until a

@@ -5,17 +5,40 @@
 //! a [`StreamScanner`] that only holds back ReadyForQuery and ErrorResponse.
 //! Each read is forwarded with one write of the complete messages it contains:
 //! no message is decoded, re-encoded or allocated for.
+//!
+//! At idle points (no request outstanding, no transaction open) the server
+//! connection may be dropped and another attached before the next request:
+//! when the server went away, or when the topology says it should no longer
+//! serve this session (a new primary, a replica out of rotation). A session
+//! caught inside a transaction on a backend that stopped being the primary
+//! gets one clear error instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 
 use super::error::SessionError;
+use super::state::SessionState;
 use super::stream::ClientStream;
+use crate::app::Shared;
+use crate::auth::UserEntry;
+use crate::cancel::{send_cancel, CancelHandle};
 use crate::metrics::ListenerMetrics;
-use crate::pool::ServerConn;
+use crate::pool::{self, ServerConn};
 use crate::protocol::frame::{bytes_wanted, split_frame, StreamScanner};
-use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
+use crate::protocol::{encode, is_frontend_tag, message, tag, ProtocolError};
+use crate::route::{self, Listener};
+use crate::topology::Snapshot;
+
+#[cfg(test)]
+mod tests;
 
 /// Read size for each side; buffers grow beyond it only for a large client
 /// message (up to the limit) or a large watched server message.
@@ -101,106 +124,546 @@ pub struct Failure {
     pub can_tell: bool,
 }
 
+/// A logged-in session: its client and its upstream.
 pub struct Relay<'a> {
     pub client: &'a mut ClientStream,
-    pub server: &'a mut ServerConn,
-    pub metrics: &'a ListenerMetrics,
+    pub upstream: Upstream<'a>,
     pub max_message: usize,
-    pub shutdown: CancellationToken,
 }
 
 impl Relay<'_> {
-    /// Runs until the client leaves, the server is lost, or shutdown finds the
-    /// session idle.
-    pub async fn run(self) -> Result<Outcome, Failure> {
-        let Relay {
-            client,
-            server,
-            metrics,
-            max_message,
-            shutdown,
-        } = self;
-        let mut client_buf = BytesMut::with_capacity(READ_SIZE);
-        let mut server_buf = BytesMut::with_capacity(READ_SIZE);
-        let mut scanner = StreamScanner::new();
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        let mut server_fatal = false;
-        let mut draining = false;
-        let fail = |error: SessionError, scanner: &StreamScanner| Failure {
-            error,
-            can_tell: scanner.at_boundary(),
-        };
+    fn metrics(&self) -> &ListenerMetrics {
+        self.upstream
+            .shared
+            .metrics
+            .listener(self.upstream.listener)
+    }
 
-        loop {
+    /// Runs until the client leaves, the server is lost mid-request, or
+    /// shutdown finds the session idle.
+    ///
+    /// Both directions move independently: a read on one side is forwarded
+    /// by polling the other side's write, never by blocking on it, so a client
+    /// that pipelines large requests while the server streams large results
+    /// cannot deadlock the pair. Each side stops being read while more than
+    /// `HIGH_WATER` bytes wait to go out of it.
+    pub async fn run(mut self) -> Result<Outcome, Failure> {
+        let max = self.max_message;
+        let mut d = Duplex::default();
+        let mut phase = Phase::Ready(TxStatus::Idle);
+        let mut draining = false;
+        let shutdown = self.upstream.shared.shutdown.clone();
+        let mut routing = self.upstream.shared.topology.subscribe_routing();
+        routing.mark_unchanged();
+
+        let outcome = loop {
+            if draining && phase.is_idle() && d.to_client == 0 && !d.client_dirty {
+                break Outcome::Shutdown;
+            }
             // Room for the rest of a partial client message (bounded by the
             // limit, checked on its header) or for a normal read.
-            let wanted =
-                bytes_wanted(&client_buf, max_message).map_err(|e| fail(e.into(), &scanner))?;
-            client_buf.reserve(wanted.max(READ_SIZE));
-            server_buf.reserve(READ_SIZE);
+            let read_client = d.to_server < HIGH_WATER;
+            let read_server = self.upstream.server.is_some() && d.to_client < HIGH_WATER;
+            if read_client {
+                let wanted = bytes_wanted(&d.client_buf[d.to_server..], max)
+                    .map_err(|e| d.fail(e.into()))?;
+                d.client_buf.reserve(wanted.max(READ_SIZE));
+            }
+            if read_server {
+                d.server_buf.reserve(READ_SIZE);
+            }
+            let client = &mut *self.client;
+            let server = self.upstream.server.as_mut().map(|s| &mut s.stream);
+            let io = poll_io(client, server, &mut d, read_client, read_server);
 
-            tokio::select! {
-                read = client.read_buf(&mut client_buf) => {
-                    let n = read.map_err(|e| fail(SessionError::ClientIo(e), &scanner))?;
-                    if n == 0 {
-                        return Ok(Outcome::ClientGone { busy: !phase.is_idle() });
+            let event = tokio::select! {
+                event = io => event,
+                changed = routing.changed() => {
+                    if changed.is_ok() {
+                        self.on_routing_change(phase, &d).await?;
                     }
-                    let (forward, terminate) =
-                        scan_client(&client_buf, max_message, &mut phase).map_err(|e| fail(e.into(), &scanner))?;
-                    if forward > 0 {
-                        server
-                            .stream
-                            .write_all(&client_buf[..forward])
-                            .await
-                            .map_err(|_| fail(lost(server), &scanner))?;
-                        metrics.bytes_to_server.inc_by(forward as u64);
-                        client_buf.advance(forward);
-                    }
-                    if terminate {
-                        return Ok(Outcome::Terminated);
-                    }
-                }
-                read = server.stream.read_buf(&mut server_buf) => {
-                    let n = read.unwrap_or(0);
-                    if n == 0 {
-                        let error = lost(server);
-                        return Err(Failure { error, can_tell: scanner.at_boundary() && !server_fatal });
-                    }
-                    let forward = scanner
-                        .scan(
-                            &server_buf,
-                            max_message,
-                            |t| t == tag::READY_FOR_QUERY || t == tag::ERROR_RESPONSE,
-                            |t, body| match t {
-                                tag::READY_FOR_QUERY => {
-                                    phase.got_ready(TxStatus::from_byte(body.first().copied().unwrap_or(b'I')))
-                                }
-                                _ => server_fatal |= message::error_is_fatal(body),
-                            },
-                        )
-                        .map_err(|_| Failure { error: lost(server), can_tell: false })?;
-                    if forward > 0 {
-                        client
-                            .write_all(&server_buf[..forward])
-                            .await
-                            .map_err(|e| fail(SessionError::ClientIo(e), &scanner))?;
-                        client.flush().await.map_err(|e| fail(SessionError::ClientIo(e), &scanner))?;
-                        metrics.bytes_to_client.inc_by(forward as u64);
-                        server_buf.advance(forward);
-                    }
-                    if draining && phase.is_idle() {
-                        return Ok(Outcome::Shutdown);
-                    }
+                    continue;
                 }
                 _ = shutdown.cancelled(), if !draining => {
-                    if phase.is_idle() {
-                        return Ok(Outcome::Shutdown);
-                    }
-                    // Let the transaction finish; close at the next idle point.
+                    // Close at the next idle point (now, if idle).
                     draining = true;
+                    continue;
+                }
+            };
+
+            match event {
+                Io::ClientRead(Ok(0)) => {
+                    break Outcome::ClientGone {
+                        busy: !phase.is_idle(),
+                    }
+                }
+                Io::ClientRead(Ok(_)) => {
+                    let idle_before = phase.is_idle();
+                    let (forward, terminate) =
+                        scan_client(&d.client_buf[d.to_server..], max, &mut phase, &mut d.state)
+                            .map_err(|e| d.fail(e.into()))?;
+                    if forward > 0 {
+                        if idle_before {
+                            // Nothing is in flight: a safe point to change servers.
+                            self.upstream
+                                .ensure_server(d.state)
+                                .await
+                                .map_err(|error| Failure {
+                                    error,
+                                    can_tell: true,
+                                })?;
+                        }
+                        d.to_server += forward;
+                        self.try_send_to_server(&mut d)?;
+                    }
+                    if terminate {
+                        self.drain_to_server(&mut d).await;
+                        break Outcome::Terminated;
+                    }
+                }
+                Io::ClientRead(Err(e)) => return Err(d.fail(SessionError::ClientIo(e))),
+                Io::ServerRead(Ok(0)) | Io::ServerRead(Err(_)) => {
+                    // Whatever the server said before it went goes to the client.
+                    d.flush_to_client(self.client)
+                        .await
+                        .map_err(|e| d.fail(SessionError::ClientIo(e)))?;
+                    if phase.is_idle() && d.scanner.at_boundary() && d.state.is_clean() {
+                        // Gone between requests: the next one reconnects.
+                        self.upstream
+                            .detach("the server closed the connection while idle")
+                            .await;
+                        d.server_buf.clear();
+                        continue;
+                    }
+                    let error = lost(self.upstream.server.as_ref().expect("reading from it"));
+                    return Err(Failure {
+                        can_tell: d.scanner.at_boundary() && !d.server_fatal,
+                        error,
+                    });
+                }
+                Io::ServerRead(Ok(_)) => {
+                    if phase.is_idle() && d.scanner.at_boundary() {
+                        if d.take_idle_messages(max, d.state.is_clean()) {
+                            d.flush_to_client(self.client)
+                                .await
+                                .map_err(|e| d.fail(SessionError::ClientIo(e)))?;
+                            let why = d.fatal_reason.take().unwrap_or_default();
+                            self.upstream.detach(&why).await;
+                            d.server_buf.clear();
+                            continue;
+                        }
+                    } else {
+                        let Duplex {
+                            scanner,
+                            server_buf,
+                            to_client,
+                            server_fatal,
+                            ..
+                        } = &mut d;
+                        let forward = scanner
+                            .scan(
+                                &server_buf[*to_client..],
+                                max,
+                                |t| t == tag::READY_FOR_QUERY || t == tag::ERROR_RESPONSE,
+                                |t, body| match t {
+                                    tag::READY_FOR_QUERY => phase.got_ready(TxStatus::from_byte(
+                                        body.first().copied().unwrap_or(b'I'),
+                                    )),
+                                    _ => *server_fatal |= message::error_is_fatal(body),
+                                },
+                            )
+                            .map_err(|_| Failure {
+                                error: lost(
+                                    self.upstream.server.as_ref().expect("reading from it"),
+                                ),
+                                can_tell: false,
+                            })?;
+                        *to_client += forward;
+                    }
+                    self.try_send_to_client(&mut d)?;
+                }
+                Io::ServerWrote(Ok(n)) => d.sent_to_server(n, self.metrics()),
+                Io::ServerWrote(Err(_)) => {
+                    return Err(d.fail(lost(self.upstream.server.as_ref().expect("writing to it"))));
+                }
+                Io::ClientWrote(Ok(n)) => d.sent_to_client(n, self.metrics()),
+                Io::ClientFlushed(Ok(())) => d.client_dirty = false,
+                Io::ClientWrote(Err(e)) | Io::ClientFlushed(Err(e)) => {
+                    return Err(d.fail(SessionError::ClientIo(e)))
+                }
+            }
+        };
+        self.upstream.finish(&outcome).await;
+        Ok(outcome)
+    }
+
+    /// Writes what the server can take right now without waiting (the common
+    /// case: one write per request, no extra trip through the loop).
+    fn try_send_to_server(&mut self, d: &mut Duplex) -> Result<(), Failure> {
+        let Some(server) = self.upstream.server.as_mut() else {
+            return Ok(());
+        };
+        while d.to_server > 0 {
+            match server.stream.try_write(&d.client_buf[..d.to_server]) {
+                Ok(n) => d.sent_to_server(
+                    n,
+                    self.upstream
+                        .shared
+                        .metrics
+                        .listener(self.upstream.listener),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return Err(d.fail(lost(server))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Same towards the client (plain or TLS).
+    fn try_send_to_client(&mut self, d: &mut Duplex) -> Result<(), Failure> {
+        let metrics = self
+            .upstream
+            .shared
+            .metrics
+            .listener(self.upstream.listener);
+        let mut cx = Context::from_waker(Waker::noop());
+        while d.to_client > 0 {
+            match Pin::new(&mut *self.client).poll_write(&mut cx, &d.server_buf[..d.to_client]) {
+                Poll::Ready(Ok(n)) => d.sent_to_client(n, metrics),
+                Poll::Ready(Err(e)) => return Err(d.fail(SessionError::ClientIo(e))),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        if d.client_dirty {
+            match Pin::new(&mut *self.client).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => d.client_dirty = false,
+                Poll::Ready(Err(e)) => return Err(d.fail(SessionError::ClientIo(e))),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Before ending on Terminate: what the client sent before it still goes.
+    async fn drain_to_server(&mut self, d: &mut Duplex) {
+        if let Some(server) = self.upstream.server.as_mut() {
+            let pending = &d.client_buf[..d.to_server];
+            let _ = tokio::time::timeout(Duration::from_secs(5), server.stream.write_all(pending))
+                .await;
+        }
+    }
+
+    /// The routing changed: leave a server that should no longer serve this
+    /// session, now if idle; a read-write session inside a transaction on a
+    /// former primary ends with one clear error.
+    async fn on_routing_change(&mut self, phase: Phase, d: &Duplex) -> Result<(), Failure> {
+        let snapshot = self.upstream.shared.topology.snapshot();
+        let Some(server) = self.upstream.server.as_ref() else {
+            return Ok(());
+        };
+        if eligible(&snapshot, self.upstream.listener, server) {
+            return Ok(());
+        }
+        let idle = phase.is_idle() && d.to_server == 0;
+        if idle && d.state.is_clean() {
+            self.upstream.detach("the topology changed").await;
+            return Ok(());
+        }
+        // Writes must not go on against a former primary; a session with state
+        // that cannot move is told at its idle point. A read-only session
+        // finishes its transaction where it is.
+        if idle || self.upstream.listener == Listener::ReadWrite {
+            let error = moved_error(&snapshot, self.upstream.listener, server);
+            self.upstream.server = None;
+            self.upstream.cancel.slot().set(None);
+            return Err(d.fail(error));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes above which a side is no longer read until the other side took some.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// Both directions' buffers. `client_buf[..to_server]` and
+/// `server_buf[..to_client]` are whole, scanned messages (or for the server,
+/// streamed pieces) waiting to be written; what follows is not yet scanned.
+struct Duplex {
+    client_buf: BytesMut,
+    to_server: usize,
+    server_buf: BytesMut,
+    to_client: usize,
+    scanner: StreamScanner,
+    /// A write to the client may sit in a TLS buffer until flushed.
+    client_dirty: bool,
+    server_fatal: bool,
+    fatal_reason: Option<String>,
+    state: SessionState,
+}
+
+impl Default for Duplex {
+    fn default() -> Self {
+        Duplex {
+            client_buf: BytesMut::with_capacity(READ_SIZE),
+            to_server: 0,
+            server_buf: BytesMut::with_capacity(READ_SIZE),
+            to_client: 0,
+            scanner: StreamScanner::new(),
+            client_dirty: false,
+            server_fatal: false,
+            fatal_reason: None,
+            state: SessionState::Clean,
+        }
+    }
+}
+
+impl Duplex {
+    fn fail(&self, error: SessionError) -> Failure {
+        Failure {
+            error,
+            can_tell: self.scanner.at_boundary() && self.to_client == 0,
+        }
+    }
+
+    fn sent_to_server(&mut self, n: usize, metrics: &ListenerMetrics) {
+        self.client_buf.advance(n);
+        self.to_server -= n;
+        metrics.bytes_to_server.inc_by(n as u64);
+    }
+
+    fn sent_to_client(&mut self, n: usize, metrics: &ListenerMetrics) {
+        self.server_buf.advance(n);
+        self.to_client -= n;
+        self.client_dirty = true;
+        metrics.bytes_to_client.inc_by(n as u64);
+    }
+
+    async fn flush_to_client(&mut self, client: &mut ClientStream) -> std::io::Result<()> {
+        if self.to_client > 0 {
+            client.write_all(&self.server_buf[..self.to_client]).await?;
+            self.server_buf.advance(self.to_client);
+            self.to_client = 0;
+        }
+        client.flush().await?;
+        self.client_dirty = false;
+        Ok(())
+    }
+
+    /// While idle, the server only sends asynchronous messages (notices,
+    /// notifications, parameter changes) or a FATAL error before it hangs up.
+    /// Queues the former for the client. For a clean session, drops the latter
+    /// and the rest and returns true (the session detaches without telling the
+    /// client: its next request gets a fresh server); a session with state
+    /// gets the FATAL like any other message.
+    fn take_idle_messages(&mut self, max: usize, clean: bool) -> bool {
+        while let Ok(Some(frame)) = split_frame(&self.server_buf[self.to_client..], max) {
+            let fatal = frame.tag == tag::ERROR_RESPONSE && message::error_is_fatal(frame.body);
+            // A session holding state hears the server's own last word.
+            self.server_fatal |= fatal;
+            if fatal && clean {
+                let message = message::ErrorFields::parse(frame.body)
+                    .map(|f| f.message.to_owned())
+                    .unwrap_or_default();
+                self.fatal_reason =
+                    Some(format!("the server ended the idle connection: {message}"));
+                self.server_buf.truncate(self.to_client);
+                return true;
+            }
+            self.to_client += frame.wire_len();
+        }
+        false
+    }
+}
+
+/// What one turn of the I/O poll produced.
+enum Io {
+    ClientRead(std::io::Result<usize>),
+    ServerRead(std::io::Result<usize>),
+    ServerWrote(std::io::Result<usize>),
+    ClientWrote(std::io::Result<usize>),
+    ClientFlushed(std::io::Result<()>),
+}
+
+/// Polls every I/O the session may do now, in one future: pending writes
+/// first (so output drains before more input is taken), then reads.
+fn poll_io<'a>(
+    client: &'a mut ClientStream,
+    mut server: Option<&'a mut tokio::net::TcpStream>,
+    d: &'a mut Duplex,
+    read_client: bool,
+    read_server: bool,
+) -> impl std::future::Future<Output = Io> + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Some(server) = server.as_deref_mut() {
+            if d.to_server > 0 {
+                if let Poll::Ready(r) =
+                    Pin::new(&mut *server).poll_write(cx, &d.client_buf[..d.to_server])
+                {
+                    return Poll::Ready(Io::ServerWrote(r));
                 }
             }
         }
+        if d.to_client > 0 {
+            if let Poll::Ready(r) =
+                Pin::new(&mut *client).poll_write(cx, &d.server_buf[..d.to_client])
+            {
+                return Poll::Ready(Io::ClientWrote(r));
+            }
+        } else if d.client_dirty {
+            if let Poll::Ready(r) = Pin::new(&mut *client).poll_flush(cx) {
+                return Poll::Ready(Io::ClientFlushed(r));
+            }
+        }
+        if read_client {
+            if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, &mut d.client_buf) {
+                return Poll::Ready(Io::ClientRead(r));
+            }
+        }
+        if read_server {
+            if let Some(server) = server.as_deref_mut() {
+                if let Poll::Ready(r) = poll_read_buf(Pin::new(server), cx, &mut d.server_buf) {
+                    return Poll::Ready(Io::ServerRead(r));
+                }
+            }
+        }
+        Poll::Pending
+    })
+}
+
+/// The server side of a session: the attached server connection, if any, and
+/// what is needed to attach another.
+pub struct Upstream<'a> {
+    pub server: Option<ServerConn>,
+    pub shared: &'a Arc<Shared>,
+    pub listener: Listener,
+    pub user: Arc<UserEntry>,
+    /// Startup parameters for server logins (user, database, the client's).
+    pub server_params: Vec<(String, String)>,
+    pub cancel: &'a CancelHandle,
+}
+
+impl Upstream<'_> {
+    /// Makes sure a server connection fit for this session is attached,
+    /// replacing one the topology no longer allows. Only called at idle points.
+    async fn ensure_server(&mut self, state: SessionState) -> Result<(), SessionError> {
+        if let Some(server) = &self.server {
+            let snapshot = self.shared.topology.snapshot();
+            if eligible(&snapshot, self.listener, server) {
+                return Ok(());
+            }
+            if !state.is_clean() {
+                let error = moved_error(&snapshot, self.listener, server);
+                self.detach("the topology changed under a session with state")
+                    .await;
+                return Err(error);
+            }
+            self.detach("the topology changed").await;
+        }
+        self.attach().await
+    }
+
+    /// Chooses a backend and logs in to it, waiting up to
+    /// `health.failover_timeout_ms` for one to be reachable.
+    pub async fn attach(&mut self) -> Result<(), SessionError> {
+        let config = self.shared.config.load_full();
+        let wait = Duration::from_millis(config.health.failover_timeout_ms);
+        let deadline = Instant::now() + wait;
+        let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
+        let params: Vec<(&str, &str)> = self
+            .server_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut tried = Vec::new();
+        let mut changes = self.shared.topology.subscribe();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let target = route::choose(
+                &self.shared.topology,
+                self.listener,
+                config.routing.no_replica,
+                remaining,
+                &tried,
+            )
+            .await?;
+            match pool::connect(&target, &self.user, &params, connect_timeout).await {
+                Ok(server) => {
+                    self.cancel.slot().set(Some(server.cancel_target()));
+                    self.server = Some(server);
+                    return Ok(());
+                }
+                Err(e) if e.is_unreachable() && Instant::now() < deadline => {
+                    tracing::warn!(backend = %target.name, error = %e, "backend unreachable; trying again");
+                    if self.listener == Listener::ReadOnly {
+                        tried.push(target.backend);
+                    } else {
+                        // The probes will notice; wait for news (or a moment).
+                        changes.mark_unchanged();
+                        let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed())
+                            .await;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Drops the server connection at an idle point, saying goodbye politely.
+    async fn detach(&mut self, why: &str) {
+        if let Some(mut server) = self.server.take() {
+            tracing::info!(backend = %server.name, listener = self.listener.as_str(), "detaching from server: {why}");
+            self.cancel.slot().set(None);
+            let mut out = BytesMut::new();
+            encode::terminate(&mut out);
+            let _ = server.stream.write_all(&out).await;
+        }
+    }
+
+    async fn finish(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::ClientGone { busy: true } => {
+                if let Some(server) = self.server.take() {
+                    // Stop the orphaned query so its server connection ends now
+                    // rather than when the query finishes.
+                    tokio::spawn(send_cancel(server.cancel_target(), Duration::from_secs(5)));
+                }
+            }
+            _ => self.detach("the session ended").await,
+        }
+        self.cancel.slot().set(None);
+    }
+}
+
+/// Whether `server` may keep serving a session on `listener`.
+fn eligible(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> bool {
+    match listener {
+        Listener::ReadWrite => snapshot.primary == Some(server.backend),
+        Listener::ReadOnly if server.read_only => {
+            // A fallback to the primary lasts until a replica is back.
+            snapshot.primary == Some(server.backend)
+                && !snapshot
+                    .read_schedule
+                    .iter()
+                    .any(|&i| Some(i) != snapshot.primary)
+        }
+        Listener::ReadOnly => snapshot.readable(server.backend),
+    }
+}
+
+/// The error for a session that must leave `server` but cannot move.
+fn moved_error(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> SessionError {
+    match listener {
+        Listener::ReadWrite => SessionError::PrimaryChanged {
+            old: server.name.clone(),
+            new: snapshot.primary.map(|p| snapshot.name(p).to_owned()),
+        },
+        Listener::ReadOnly => SessionError::Moved {
+            backend: server.name.clone(),
+            why: match snapshot.backends[server.backend].reason.as_deref() {
+                Some(reason) => format!("left read rotation ({reason})"),
+                None => "no longer serves reads".into(),
+            },
+        },
     }
 }
 
@@ -214,9 +677,15 @@ fn lost(server: &ServerConn) -> SessionError {
 /// Walks the whole client messages at the front of `buf`: returns how many
 /// bytes to forward and whether a Terminate follows them. Counts requests into
 /// `phase`. Rejects message types a client may not send after startup.
-fn scan_client(buf: &[u8], max: usize, phase: &mut Phase) -> Result<(usize, bool), ProtocolError> {
+fn scan_client(
+    buf: &[u8],
+    max: usize,
+    phase: &mut Phase,
+    state: &mut SessionState,
+) -> Result<(usize, bool), ProtocolError> {
     let mut pos = 0;
     while let Some(frame) = split_frame(&buf[pos..], max)? {
+        state.note(frame.tag, frame.body);
         match frame.tag {
             tag::TERMINATE => return Ok((pos, true)),
             tag::QUERY | tag::SYNC | tag::FUNCTION_CALL => phase.sent_request(),
@@ -232,78 +701,4 @@ fn scan_client(buf: &[u8], max: usize, phase: &mut Phase) -> Result<(usize, bool
         pos += frame.wire_len();
     }
     Ok((pos, false))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
-
-    #[test]
-    fn pipelined_extended_batch_owes_one_ready_per_sync() {
-        let mut wire = Vec::new();
-        for _ in 0..3 {
-            wire.extend(msg(b'P', b"\0SELECT 1\0\0\0"));
-            wire.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
-            wire.extend(msg(b'E', b"\0\0\0\0\0"));
-            wire.extend(msg(b'S', b""));
-        }
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        let (n, term) = scan_client(&wire, 1024, &mut phase).unwrap();
-        assert_eq!((n, term), (wire.len(), false));
-        assert_eq!(
-            phase,
-            Phase::Busy {
-                owed: 3,
-                last: TxStatus::Idle
-            }
-        );
-        phase.got_ready(TxStatus::Idle);
-        phase.got_ready(TxStatus::Idle);
-        assert!(!phase.is_idle());
-        phase.got_ready(TxStatus::Idle);
-        assert!(phase.is_idle());
-    }
-
-    #[test]
-    fn terminate_stops_forwarding_and_partial_messages_wait() {
-        let mut wire = msg(b'Q', b"SELECT 1\0");
-        let q = wire.len();
-        wire.extend(msg(b'X', b""));
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        assert_eq!(scan_client(&wire, 1024, &mut phase).unwrap(), (q, true));
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        assert_eq!(
-            scan_client(&wire[..q - 1], 1024, &mut phase).unwrap(),
-            (0, false)
-        );
-    }
-
-    #[test]
-    fn garbage_and_oversize_are_protocol_errors() {
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        assert!(matches!(
-            scan_client(b"\x01\0\0\0\x04", 1024, &mut phase),
-            Err(ProtocolError::UnknownTag { tag: 1 })
-        ));
-        assert!(matches!(
-            scan_client(&msg(b'Q', &[b'a'; 2000]), 1024, &mut phase),
-            Err(ProtocolError::TooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn transaction_status_follows_ready_for_query() {
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        phase.sent_request();
-        phase.got_ready(TxStatus::from_byte(b'T'));
-        assert_eq!(phase, Phase::Ready(TxStatus::InBlock));
-        assert!(!phase.is_idle());
-    }
 }

@@ -1,57 +1,79 @@
 //! What pgsplit knows about its backends: which one is the primary, which
-//! replicas may serve reads, and whether each is reachable.
+//! replicas may serve reads, how far behind each is.
 //!
-//! Probe tasks ([`probe`]) write observations; everyone else reads an immutable
-//! [`Snapshot`] through `ArcSwap` (one atomic load, no lock) and may wait for the
-//! next one through a `watch` channel. Roles are always discovered
-//! (`pg_is_in_recovery()`), never configured.
+//! Probe tasks ([`probe`]) feed observations to per-backend trackers
+//! ([`health`]); every observation rebuilds an immutable [`Snapshot`] that
+//! everyone else reads through `ArcSwap` (one atomic load, no lock). Two
+//! `watch` channels announce new snapshots: one for every publish, one only
+//! when routing changes (the primary or the set of readable backends), which
+//! is what sessions listen to. Roles are always discovered, never configured.
 
+pub mod health;
+pub mod lsn;
 pub mod probe;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use self::health::Tracker;
+pub use self::health::{Observation, Reading};
+pub use self::lsn::Lsn;
+use crate::config::{Config, Health as HealthConfig, Routing};
 
 /// A backend's role as last observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Never reached, or unreachable since the last observation.
+    /// Down, or never reached.
     Unknown,
     Primary,
     Replica,
 }
 
-/// One backend as the current snapshot sees it.
+/// One backend as a snapshot sees it (also the `/status` JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStatus {
     pub name: String,
     pub address: String,
     pub weight: u32,
     pub role: Role,
+    /// Fewer than `fall` failed probes in a row since it last answered.
     pub healthy: bool,
-    /// The last probe error, if the last probe failed.
+    /// May serve reads now.
+    pub in_rotation: bool,
+    pub lag_bytes: Option<u64>,
+    pub lag_ms: Option<u64>,
+    pub replay_lsn: Option<Lsn>,
+    /// The primary's WAL position (primaries only).
+    pub current_lsn: Option<Lsn>,
+    pub timeline: Option<u32>,
+    /// Why it is out of rotation, fenced, or down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last probe error, while probes fail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
-/// An immutable view of all backends. Cheap to clone (it is behind an `Arc`).
+/// An immutable view of all backends.
 #[derive(Debug, Default, Serialize)]
 pub struct Snapshot {
-    /// Increases with every published change.
+    /// Increases with every publish.
     pub generation: u64,
+    /// Increases only when the primary or the read schedule changes.
+    pub routing_epoch: u64,
     pub backends: Vec<BackendStatus>,
-    /// Index of the primary, when exactly one healthy backend is out of recovery.
+    /// The one backend writes go to, if one can be told.
     pub primary: Option<usize>,
-    /// Healthy backends that claim to be primary (more than one means split brain).
+    /// Up backends that claim to be primary (more than one: split brain).
     pub primaries_seen: usize,
-    /// Replica indexes in smooth weighted round-robin order; a read takes the
-    /// next entry. Empty when no replica may serve reads.
+    /// Backend indexes in smooth weighted round-robin order; a read takes the
+    /// next entry. Empty when nothing may serve reads.
     #[serde(skip)]
     pub read_schedule: Vec<usize>,
     /// True once every backend has been probed at least once.
@@ -59,32 +81,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn build(generation: u64, backends: Vec<BackendStatus>, complete: bool) -> Snapshot {
-        let primaries: Vec<usize> = (0..backends.len())
-            .filter(|&i| backends[i].healthy && backends[i].role == Role::Primary)
-            .collect();
-        let primary = (primaries.len() == 1).then(|| primaries[0]);
-        let replicas: Vec<(usize, u32)> = backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.healthy && b.role == Role::Replica && b.weight > 0)
-            .map(|(i, b)| (i, b.weight))
-            .collect();
-        Snapshot {
-            generation,
-            read_schedule: smooth_weighted_schedule(&replicas),
-            primaries_seen: primaries.len(),
-            primary,
-            backends,
-            complete,
-        }
+    /// Whether backend `i` may serve reads now.
+    pub fn readable(&self, i: usize) -> bool {
+        self.read_schedule.contains(&i)
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.backends[i].name
     }
 }
 
-/// One full cycle of smooth weighted round robin (as in nginx's upstream
-/// balancer): each entry appears `weight` times, interleaved as evenly as
-/// possible. Weights are reduced by their common divisor so the cycle stays
-/// short; the result is deterministic, so a 1:2 split is exact per cycle.
+/// One full cycle of smooth weighted round robin (the interleaving nginx's
+/// upstream balancer uses): each entry appears `weight` times, spread as evenly
+/// as possible. Weights are reduced by their common divisor so the cycle stays
+/// short. Deterministic, so a 1:2 split is exact over every cycle, where
+/// weighted random would only be close on average.
 pub fn smooth_weighted_schedule(entries: &[(usize, u32)]) -> Vec<usize> {
     fn gcd(a: u32, b: u32) -> u32 {
         if b == 0 {
@@ -114,54 +125,87 @@ pub fn smooth_weighted_schedule(entries: &[(usize, u32)]) -> Vec<usize> {
     out
 }
 
-/// What one probe saw.
-#[derive(Debug, Clone)]
-pub enum Observation {
-    Up { in_recovery: bool },
-    Down { error: String },
+/// The outcome of primary election over the trackers.
+#[derive(Debug, PartialEq, Eq)]
+struct Election {
+    primary: Option<usize>,
+    claimants: Vec<usize>,
+}
+
+/// The primary is the one up backend not in recovery. When several claim it,
+/// the one on the highest timeline wins (a promoted replica is on a newer
+/// timeline than the primary it replaced); if that cannot be told, nobody does.
+fn elect(trackers: &[Tracker], cfg: &HealthConfig) -> Election {
+    let claimants: Vec<usize> = (0..trackers.len())
+        .filter(|&i| trackers[i].is_primary_claim(cfg))
+        .collect();
+    let timeline = |i: usize| trackers[i].reading.as_ref().and_then(|r| r.timeline);
+    let primary = match claimants.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        many => {
+            let best = many.iter().copied().max_by_key(|&i| timeline(i));
+            best.filter(|&b| {
+                timeline(b).is_some()
+                    && many.iter().filter(|&&i| timeline(i) == timeline(b)).count() == 1
+            })
+        }
+    };
+    Election { primary, claimants }
 }
 
 /// Shared topology state: the published snapshot and the probes' inputs.
 pub struct Topology {
     current: ArcSwap<Snapshot>,
-    changes: watch::Sender<u64>,
+    published: watch::Sender<u64>,
+    routing: watch::Sender<u64>,
     /// Probe inputs; held only to build the next snapshot, never across `.await`.
-    observed: Mutex<Observed>,
+    state: Mutex<State>,
     /// Position in the read schedule, shared across snapshots.
     next_read: AtomicUsize,
+    primary_changes: Counter,
 }
 
-struct Observed {
+struct State {
     generation: u64,
-    backends: Vec<BackendStatus>,
+    routing_epoch: u64,
+    names: Vec<(String, String, u32)>,
+    trackers: Vec<Tracker>,
     probed: Vec<bool>,
+    health: HealthConfig,
+    routing: Routing,
+    last_primary: Option<usize>,
+    last_schedule: Vec<usize>,
 }
 
 impl Topology {
-    pub fn new(config: &Config) -> Arc<Topology> {
-        let backends: Vec<BackendStatus> = config
+    /// `primary_changes` counts changes of the elected primary.
+    pub fn new(config: &Config, primary_changes: Counter) -> Arc<Topology> {
+        let names: Vec<(String, String, u32)> = config
             .backends
             .iter()
-            .map(|b| BackendStatus {
-                name: b.name.clone(),
-                address: b.address.clone(),
-                weight: b.weight,
-                role: Role::Unknown,
-                healthy: false,
-                last_error: None,
-            })
+            .map(|b| (b.name.clone(), b.address.clone(), b.weight))
             .collect();
-        let probed = vec![false; backends.len()];
-        let (changes, _) = watch::channel(0);
+        let n = names.len();
+        let state = State {
+            generation: 0,
+            routing_epoch: 0,
+            names,
+            trackers: vec![Tracker::default(); n],
+            probed: vec![false; n],
+            health: config.health.clone(),
+            routing: config.routing.clone(),
+            last_primary: None,
+            last_schedule: Vec::new(),
+        };
+        let first = state.build();
         Arc::new(Topology {
-            current: ArcSwap::from_pointee(Snapshot::build(0, backends.clone(), false)),
-            changes,
-            observed: Mutex::new(Observed {
-                generation: 0,
-                backends,
-                probed,
-            }),
+            current: ArcSwap::from_pointee(first),
+            published: watch::channel(0).0,
+            routing: watch::channel(0).0,
+            state: Mutex::new(state),
             next_read: AtomicUsize::new(0),
+            primary_changes,
         })
     }
 
@@ -170,13 +214,18 @@ impl Topology {
         self.current.load_full()
     }
 
-    /// A receiver that wakes whenever a new snapshot is published.
+    /// Wakes on every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.published.subscribe()
     }
 
-    /// Takes the next replica from the read schedule of `snapshot`.
-    pub fn next_replica(&self, snapshot: &Snapshot) -> Option<usize> {
+    /// Wakes only when the primary or the read schedule changes.
+    pub fn subscribe_routing(&self) -> watch::Receiver<u64> {
+        self.routing.subscribe()
+    }
+
+    /// Takes the next entry of `snapshot`'s read schedule.
+    pub fn next_reader(&self, snapshot: &Snapshot) -> Option<usize> {
         if snapshot.read_schedule.is_empty() {
             return None;
         }
@@ -184,94 +233,151 @@ impl Topology {
         Some(snapshot.read_schedule[n % snapshot.read_schedule.len()])
     }
 
-    /// Records a probe result for backend `index`; publishes a new snapshot if
-    /// anything visible changed. Logs role and health changes once.
+    /// Records a probe result for backend `index` and publishes the new
+    /// snapshot. Logs every change of role, health or rotation once.
     pub fn observe(&self, index: usize, observation: Observation) {
-        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
-        let first = !observed.probed[index];
-        observed.probed[index] = true;
-        let b = &mut observed.backends[index];
-        let (role, healthy, error) = match observation {
-            Observation::Up { in_recovery } => (
-                if in_recovery {
-                    Role::Replica
-                } else {
-                    Role::Primary
-                },
-                true,
-                None,
-            ),
-            Observation::Down { error } => (Role::Unknown, false, Some(error)),
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let primary_lsn = state
+            .last_primary
+            .and_then(|p| state.trackers[p].reading.as_ref())
+            .and_then(|r| r.current_lsn);
+        let health = state.health.clone();
+        let name = state.names[index].0.clone();
+        let tracker = &mut state.trackers[index];
+        let was_up = tracker.is_up(&health);
+        let was_role = tracker.reading.as_ref().map(|r| r.in_recovery);
+        let error = match &observation {
+            Observation::Down { error } => Some(error.clone()),
+            Observation::Up(_) => None,
         };
-        let changed = b.role != role || b.healthy != healthy || first;
-        if b.role != role || b.healthy != healthy {
-            match &error {
-                Some(e) => tracing::warn!(backend = %b.name, error = %e, "backend is down"),
-                None => tracing::info!(backend = %b.name, role = ?role, "backend is up"),
+        let rotation_change = tracker.observe(observation, primary_lsn, &health);
+        let is_up = tracker.is_up(&health);
+        let role = tracker.reading.as_ref().map(|r| r.in_recovery);
+        if was_up != is_up || (is_up && was_role != role) {
+            match (is_up, role) {
+                (true, Some(true)) => tracing::info!(backend = %name, "backend is up as a replica"),
+                (true, _) => tracing::info!(backend = %name, "backend is up as a primary"),
+                (false, _) => {
+                    tracing::warn!(backend = %name, error = error.as_deref().unwrap_or(""), "backend is down")
+                }
             }
         }
-        b.role = role;
-        b.healthy = healthy;
-        b.last_error = error;
-        if changed {
-            observed.generation += 1;
-            let complete = observed.probed.iter().all(|&p| p);
-            let snapshot =
-                Snapshot::build(observed.generation, observed.backends.clone(), complete);
-            self.current.store(Arc::new(snapshot));
-            self.changes.send_replace(observed.generation);
+        if let Some(change) = rotation_change.filter(|_| role == Some(true) || !is_up) {
+            tracing::info!(backend = %name, "{change}");
+        }
+        state.probed[index] = true;
+        state.generation += 1;
+        let snapshot = state.build();
+        let primary_changed = snapshot.primary != state.last_primary;
+        if primary_changed {
+            match snapshot.primary {
+                Some(p) => {
+                    tracing::warn!(primary = %snapshot.name(p), claimants = snapshot.primaries_seen, "primary is now {}", snapshot.name(p))
+                }
+                None if snapshot.primaries_seen > 1 => {
+                    tracing::error!(claimants = snapshot.primaries_seen, "several backends claim to be primary on the same timeline; refusing writes")
+                }
+                None => tracing::warn!("no primary"),
+            }
+            if state.last_primary.is_some() || snapshot.primary.is_some() {
+                self.primary_changes.inc();
+            }
+        }
+        let routing_changed = primary_changed || snapshot.read_schedule != state.last_schedule;
+        let mut snapshot = snapshot;
+        if routing_changed {
+            state.routing_epoch += 1;
+            state.last_primary = snapshot.primary;
+            state.last_schedule = snapshot.read_schedule.clone();
+        }
+        snapshot.routing_epoch = state.routing_epoch;
+        let generation = snapshot.generation;
+        self.current.store(Arc::new(snapshot));
+        drop(state);
+        self.published.send_replace(generation);
+        if routing_changed {
+            self.routing.send_replace(generation);
+        }
+    }
+}
+
+impl State {
+    fn build(&self) -> Snapshot {
+        let cfg = &self.health;
+        let election = elect(&self.trackers, cfg);
+        let mut backends = Vec::with_capacity(self.trackers.len());
+        let mut readers = Vec::new();
+        for (i, t) in self.trackers.iter().enumerate() {
+            let (name, address, weight) = &self.names[i];
+            let up = t.is_up(cfg);
+            let reading = t.reading.as_ref().filter(|_| up);
+            let role = match reading {
+                Some(r) if r.in_recovery => Role::Replica,
+                Some(_) => Role::Primary,
+                None => Role::Unknown,
+            };
+            let mut reason = t.reason.clone();
+            let mut in_rotation = false;
+            match role {
+                Role::Replica => in_rotation = t.in_rotation,
+                Role::Primary if election.primary == Some(i) => {
+                    in_rotation = self.routing.primary_reads;
+                    if !in_rotation {
+                        reason = Some("primary (routing.primary_reads = false)".into());
+                    }
+                }
+                Role::Primary => {
+                    reason = Some(match election.primary {
+                        Some(p) => format!(
+                            "fenced: {} is primary on a higher timeline",
+                            self.names[p].0
+                        ),
+                        None => "fenced: several backends claim to be primary on the same timeline"
+                            .into(),
+                    })
+                }
+                Role::Unknown => {
+                    if reason.is_none() {
+                        reason = Some(match &t.last_error {
+                            Some(e) => format!("down: {e}"),
+                            None => "not probed yet".into(),
+                        });
+                    }
+                }
+            }
+            if in_rotation && *weight > 0 {
+                readers.push((i, *weight));
+            } else if in_rotation {
+                in_rotation = false;
+                reason = Some("weight = 0".into());
+            }
+            backends.push(BackendStatus {
+                name: name.clone(),
+                address: address.clone(),
+                weight: *weight,
+                role,
+                healthy: up,
+                in_rotation,
+                lag_bytes: t.lag_bytes.filter(|_| role == Role::Replica),
+                lag_ms: t.lag_ms.filter(|_| role == Role::Replica),
+                replay_lsn: reading.and_then(|r| r.replay_lsn),
+                current_lsn: reading.and_then(|r| r.current_lsn),
+                timeline: reading.and_then(|r| r.timeline),
+                reason: reason.filter(|_| !in_rotation),
+                last_error: t.last_error.clone(),
+            });
+        }
+        Snapshot {
+            generation: self.generation,
+            routing_epoch: self.routing_epoch,
+            backends,
+            primary: election.primary,
+            primaries_seen: election.claimants.len(),
+            read_schedule: smooth_weighted_schedule(&readers),
+            complete: self.probed.iter().all(|&p| p),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_follows_weights_exactly() {
-        let s = smooth_weighted_schedule(&[(1, 1), (2, 2)]);
-        assert_eq!(s.len(), 3);
-        assert_eq!(s.iter().filter(|&&i| i == 2).count(), 2);
-        // Interleaved, not bunched: 5:1 spreads the one among the five.
-        let s = smooth_weighted_schedule(&[(0, 5), (1, 1)]);
-        assert_eq!(s, vec![0, 0, 0, 1, 0, 0]);
-        let s = smooth_weighted_schedule(&[(0, 1), (1, 1), (2, 2)]);
-        assert_eq!(s, vec![2, 0, 1, 2]);
-        assert!(smooth_weighted_schedule(&[]).is_empty());
-        assert_eq!(smooth_weighted_schedule(&[(0, 100), (1, 200)]).len(), 3);
-    }
-
-    #[test]
-    fn primary_needs_exactly_one_claimant() {
-        let mk = |role, healthy| BackendStatus {
-            name: "x".into(),
-            address: "h:1".into(),
-            weight: 1,
-            role,
-            healthy,
-            last_error: None,
-        };
-        let s = Snapshot::build(
-            1,
-            vec![mk(Role::Primary, true), mk(Role::Replica, true)],
-            true,
-        );
-        assert_eq!(s.primary, Some(0));
-        assert_eq!(s.read_schedule, vec![1]);
-        let s = Snapshot::build(
-            1,
-            vec![mk(Role::Primary, true), mk(Role::Primary, true)],
-            true,
-        );
-        assert_eq!(s.primary, None);
-        assert_eq!(s.primaries_seen, 2);
-        let s = Snapshot::build(
-            1,
-            vec![mk(Role::Primary, false), mk(Role::Replica, false)],
-            true,
-        );
-        assert_eq!(s.primary, None);
-        assert!(s.read_schedule.is_empty());
-    }
-}
+mod tests;

@@ -1,16 +1,28 @@
 //! One probe task per backend: its own connection (tokio-postgres), re-opened
-//! when lost, asking `pg_is_in_recovery()` every `health.interval_ms`. A probe
-//! that errors or passes `health.timeout_ms` counts as the backend being down.
+//! with backoff when lost, reading every `health.interval_ms` in one round trip
+//! whether the backend is in recovery, its WAL positions, replay state and
+//! timeline. A probe that errors or passes `health.timeout_ms` is a failure.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{timeout, MissedTickBehavior};
+use tokio_postgres::SimpleQueryMessage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Observation, Topology};
+use super::{Lsn, Observation, Reading, Topology};
 use crate::config::Config;
+
+/// One query, one round trip (simple protocol), for both roles. Functions that
+/// error on the other role are guarded by CASE. The timeline is the first
+/// eight hex digits of the primary's current WAL file name.
+const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END, \
+    pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), \
+    extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000, \
+    CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
 
 /// Splits `host:port` (brackets allowed around an IPv6 host).
 pub fn split_address(address: &str) -> Option<(&str, u16)> {
@@ -71,12 +83,27 @@ impl Probe {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut client: Option<tokio_postgres::Client> = None;
+        // Reconnect backoff: skip ticks after consecutive connect failures,
+        // doubling up to 8 intervals, so a dead backend is not hammered.
+        let (mut skip, mut backoff) = (0u32, 0u32);
         loop {
             ticker.tick().await;
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            let connected = client.as_ref().is_some_and(|c| !c.is_closed());
             let observation = match self.probe(&mut client).await {
-                Ok(in_recovery) => Observation::Up { in_recovery },
+                Ok(reading) => {
+                    backoff = 0;
+                    Observation::Up(reading)
+                }
                 Err(error) => {
                     client = None;
+                    if !connected {
+                        backoff = (backoff * 2).clamp(1, 8);
+                        skip = backoff - 1;
+                    }
                     Observation::Down { error }
                 }
             };
@@ -84,35 +111,99 @@ impl Probe {
         }
     }
 
-    async fn probe(&self, client: &mut Option<tokio_postgres::Client>) -> Result<bool, String> {
+    async fn probe(&self, client: &mut Option<tokio_postgres::Client>) -> Result<Reading, String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             let (c, connection) = timeout(self.timeout, self.pg.connect(tokio_postgres::NoTls))
                 .await
                 .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| describe(&e))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
             *client = Some(c);
         }
         let c = client.as_ref().expect("connected above");
-        let row = timeout(self.timeout, c.query_one("SELECT pg_is_in_recovery()", &[]))
+        let messages = timeout(self.timeout, c.simple_query(PROBE_SQL))
             .await
             .map_err(|_| "probe timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(row.get(0))
+            .map_err(|e| describe(&e))?;
+        let row = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .ok_or("probe returned no row")?;
+        parse_row(|i| row.get(i))
     }
+}
+
+/// An error with its cause, e.g. "error connecting to server: Connection refused".
+fn describe(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// Reads the probe's columns (text, NULL as None).
+fn parse_row<'a>(col: impl Fn(usize) -> Option<&'a str>) -> Result<Reading, String> {
+    let lsn = |i: usize| {
+        col(i)
+            .map(|s| s.parse::<Lsn>().map_err(|e| format!("column {i}: {e}")))
+            .transpose()
+    };
+    let in_recovery = col(0) == Some("t");
+    Ok(Reading {
+        in_recovery,
+        current_lsn: lsn(1)?,
+        receive_lsn: lsn(2)?,
+        replay_lsn: lsn(3)?,
+        replay_age_ms: col(4).and_then(|s| s.parse().ok()),
+        replay_paused: col(5) == Some("t"),
+        timeline: col(6).and_then(|s| u32::from_str_radix(s, 16).ok()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn splits_addresses() {
-        assert_eq!(
-            super::split_address("db.local:5432"),
-            Some(("db.local", 5432))
-        );
-        assert_eq!(super::split_address("[::1]:6432"), Some(("::1", 6432)));
-        assert_eq!(super::split_address("nope"), None);
+        assert_eq!(split_address("db.local:5432"), Some(("db.local", 5432)));
+        assert_eq!(split_address("[::1]:6432"), Some(("::1", 6432)));
+        assert_eq!(split_address("nope"), None);
+    }
+
+    #[test]
+    fn parses_probe_rows_as_postgres_sends_them() {
+        let primary = [
+            Some("f"),
+            Some("0/3000148"),
+            None,
+            None,
+            None,
+            Some("f"),
+            Some("00000002"),
+        ];
+        let r = parse_row(|i| primary[i]).unwrap();
+        assert!(!r.in_recovery);
+        assert_eq!(r.current_lsn, Some(Lsn(0x3000148)));
+        assert_eq!(r.timeline, Some(2));
+        let replica = [
+            Some("t"),
+            None,
+            Some("0/3000148"),
+            Some("0/3000100"),
+            Some("1523.25"),
+            Some("t"),
+            None,
+        ];
+        let r = parse_row(|i| replica[i]).unwrap();
+        assert!(r.in_recovery && r.replay_paused);
+        assert_eq!(r.replay_lsn, Some(Lsn(0x3000100)));
+        assert_eq!(r.replay_age_ms, Some(1523.25));
+        assert!(parse_row(|i| [Some("t"), Some("garbage")].get(i).copied().flatten()).is_err());
     }
 }

@@ -17,7 +17,7 @@ import traceback
 
 try:
     import psycopg
-    from psycopg import errors, sql
+    from psycopg import errors
 except ImportError as exc:  # pragma: no cover - depends on the machine
     print(
         f"psycopg is not installed ({exc}); install it with "
@@ -117,13 +117,12 @@ def check_connect_and_simple_query():
 def check_schema():
     with connect(RW) as conn:
         conn.execute(
-            f"DROP TABLE IF EXISTS {P}items, {P}copy, {P}tx, {P}uniq, {P}big"
+            f"DROP TABLE IF EXISTS {P}items, {P}copy, {P}tx, {P}uniq"
         )
         conn.execute(f"CREATE TABLE {P}items (id int PRIMARY KEY, name text, n bigint)")
         conn.execute(f"CREATE TABLE {P}copy (id int, name text, score float8, tag bytea)")
         conn.execute(f"CREATE TABLE {P}tx (id int)")
         conn.execute(f"CREATE TABLE {P}uniq (id int PRIMARY KEY)")
-        conn.execute(f"CREATE TABLE {P}big (id int, payload text)")
 
 
 def check_parameterized_queries():
@@ -272,71 +271,115 @@ def check_copy():
                 copy.write_row((r[0] + 100000, r[1]))
         cur.execute(f"SELECT count(*) FROM {P}copy WHERE id >= 100000")
         expect(cur.fetchone() == (10,), "binary COPY FROM wrong")
-        # a COPY the client aborts: CopyFail, error 57014, connection usable
-        caught = None
+        # a COPY the client aborts: psycopg sends CopyFail, the server's
+        # 57014 answer is absorbed and the client's own exception re-raised
+        class GiveUp(Exception):
+            pass
+
         try:
             with cur.copy(f"COPY {P}copy (id) FROM STDIN") as copy:
                 copy.write_row((1,))
-                raise RuntimeError("client gives up")
-        except errors.QueryCanceled as e:
-            caught = e
-        except RuntimeError:
-            caught = "runtime"
-        expect(caught is not None, "CopyFail produced no error")
+                raise GiveUp()
+        except GiveUp:
+            pass
         expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after CopyFail")
+        # bad data: the server's error arrives while the client is still sending
+        def bad_copy():
+            with cur.copy(f"COPY {P}copy (id) FROM STDIN") as copy:
+                copy.write(b"1\nnot a number\n")
+                for _ in range(200):
+                    copy.write(b"2\n" * 1000)
+        state, err = sqlstate_of(bad_copy)
+        expect(state == "22P02", f"bad COPY data gave {state}: {err}")
+        expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after failed COPY")
         cur.execute(f"SELECT count(*) FROM {P}copy")
         expect(cur.fetchone() == (len(rows) + 2 + 10,), "aborted COPY left rows behind")
 
 
+def wait_until_running(p, server_port, marker, timeout=15.0):
+    """Waits until a statement containing `marker` is active on the server
+    listening on `server_port`, watching it through pgsplit's port `p` (on the
+    read-only port, connections are opened until one lands on that server).
+    A cancel sent before the server has read the query would be lost, which
+    would make the check flaky rather than wrong."""
+    deadline = time.monotonic() + timeout
+    for _ in range(30):
+        watcher = connect(p)
+        if watcher.execute("SELECT inet_server_port()").fetchone()[0] == server_port:
+            break
+        watcher.close()
+    else:
+        raise CheckFailed(f"no connection through port {p} reached server port {server_port}")
+    with watcher:
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE %s AND pid <> pg_backend_pid()",
+                (f"%{marker}%",),
+            ).fetchone()
+            if row[0] > 0:
+                return
+            time.sleep(0.05)
+    raise CheckFailed(f"statement {marker} never showed up as running")
+
+
+def cancel_sleep(conn, p, method="cancel_safe"):
+    """Runs pg_sleep(30) on conn (through pgsplit port p), cancels it from
+    another thread with `method` once it runs; returns (error, seconds from
+    the cancel to the error)."""
+    server_port = conn.execute("SELECT inet_server_port()").fetchone()[0]
+    marker = f"drv_py_cancel_{os.getpid()}_{time.monotonic_ns()}"
+    result = {}
+
+    def canceller():
+        try:
+            wait_until_running(p, server_port, marker)
+            result["sent"] = time.monotonic()
+            if method == "cancel_safe":
+                conn.cancel_safe(timeout=10)
+            else:
+                conn.cancel()
+        except Exception as e:  # reported below
+            result["error"] = f"{type(e).__name__}: {e}"
+
+    t = threading.Thread(target=canceller, daemon=True)
+    t.start()
+    err = None
+    try:
+        conn.execute(f"SELECT pg_sleep(30) /* {marker} */")
+    except psycopg.Error as e:
+        err = e
+    done = time.monotonic()
+    t.join(20)
+    expect("error" not in result, f"{method}() failed: {result.get('error')}")
+    expect(err is not None, "pg_sleep(30) ran to its end: the cancel had no effect")
+    expect(err.sqlstate == "57014", f"cancel gave sqlstate {err.sqlstate}: {err}")
+    expect(isinstance(err, errors.QueryCanceled), f"wrong class {type(err)}")
+    return err, done - result["sent"]
+
+
 def run_cancel(method):
     with connect(RW) as conn:
-        result = {}
-
-        def canceller():
-            time.sleep(1.0)
-            try:
-                if method == "cancel_safe":
-                    conn.cancel_safe(timeout=10)
-                else:
-                    conn.cancel()
-                result["sent"] = time.monotonic()
-            except Exception as e:  # reported below
-                result["error"] = repr(e)
-
-        t = threading.Thread(target=canceller, daemon=True)
-        start = time.monotonic()
-        t.start()
-        err = None
-        try:
-            conn.execute("SELECT pg_sleep(30)")
-        except errors.QueryCanceled as e:
-            err = e
-        elapsed = time.monotonic() - start
-        t.join(15)
-        expect("error" not in result, f"{method}() raised {result.get('error')}")
-        expect(err is not None, f"pg_sleep(30) was not cancelled ({elapsed:.1f}s)")
-        expect(err.sqlstate == "57014", f"cancel gave sqlstate {err.sqlstate}")
-        expect(elapsed < 8, f"cancel took {elapsed:.1f}s")
+        _, took = cancel_sleep(conn, RW, method)
+        expect(took < 5, f"the query ended {took:.1f}s after the cancel")
         expect(conn.execute("SELECT 'still here'").fetchone() == ("still here",), "unusable after cancel")
-        return elapsed
+        return f"cancelled {took:.2f}s after the request"
 
 
 def check_cancel():
-    run_cancel("cancel")
+    return run_cancel("cancel")
 
 
 def check_cancel_safe():
-    run_cancel("cancel_safe")
+    return run_cancel("cancel_safe")
 
 
 def check_cancel_in_transaction():
     # Cancel inside an explicit transaction on the read-only port: the block
     # goes to failed state and ROLLBACK recovers it.
     with connect(RO, autocommit=False) as conn:
-        conn.execute("SELECT 1")
-        threading.Timer(1.0, conn.cancel_safe).start()
-        state = sqlstate_of(lambda: conn.execute("SELECT pg_sleep(30)"))[0]
-        expect(state == "57014", f"cancel on read-only port gave {state}")
+        _, took = cancel_sleep(conn, RO)
+        expect(took < 5, f"the query ended {took:.1f}s after the cancel")
         expect(
             conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR,
             f"transaction status {conn.info.transaction_status!r}",
@@ -378,12 +421,9 @@ def check_transaction_rollback():
         conn.rollback()
         with conn.transaction():
             conn.execute(f"INSERT INTO {P}tx VALUES (3)")
-            try:
-                with conn.transaction():  # SAVEPOINT
-                    conn.execute(f"INSERT INTO {P}tx VALUES (4)")
-                    raise psycopg.Rollback()
-            finally:
-                pass
+            with conn.transaction():  # SAVEPOINT
+                conn.execute(f"INSERT INTO {P}tx VALUES (4)")
+                raise psycopg.Rollback()  # ROLLBACK TO SAVEPOINT
         conn.commit()
         with connect(RW) as other:
             ids = [r[0] for r in other.execute(f"SELECT id FROM {P}tx ORDER BY id")]
@@ -485,9 +525,82 @@ def check_protocol_negotiation():
         return "skipped (libpq < 18)"
     with psycopg.connect(conninfo(RW, max_protocol_version="latest"), autocommit=True) as conn:
         expect(conn.execute("SELECT 1").fetchone() == (1,), "query after negotiation")
-        threading.Timer(0.5, conn.cancel_safe).start()
-        state = sqlstate_of(lambda: conn.execute("SELECT pg_sleep(30)"))[0]
-        expect(state == "57014", f"cancel after negotiation gave {state}")
+        cancel_sleep(conn, RW)
+
+
+def check_startup_parameters():
+    extra = "application_name=drv_py_app options='-c statement_timeout=4321'"
+    with psycopg.connect(conninfo(RW) + " " + extra, autocommit=True) as conn:
+        got = conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name'), current_user, current_database()"
+        ).fetchone()
+        expect(got == ("4321ms", "drv_py_app", "app", "app"), f"startup parameters: {got}")
+
+
+def check_server_ends_idle_session():
+    """The server ends an idle session (idle_session_timeout). Without pgsplit
+    the client gets the FATAL (57P05) and reconnects, and the driver forgets
+    what it had prepared. A proxy may instead attach a new server connection,
+    but then the session's state (SET values, prepared statements, LISTEN)
+    must still be there: losing it silently breaks the driver."""
+    q = f"SELECT name FROM {P}items WHERE id = %s"
+    with connect(RW) as watcher:
+        conn = connect(RW)
+        try:
+            expect(conn.execute(q, (1,), prepare=True).fetchone() == ("name 1",), "prepared run")
+            conn.execute("SET statement_timeout = '4242ms'")
+            conn.execute(f"LISTEN {P}idle_chan")
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            conn.execute("SET idle_session_timeout = '300ms'")
+            deadline = time.monotonic() + 15
+            while watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()[0]:
+                expect(time.monotonic() < deadline, "the server never ended the idle session")
+                time.sleep(0.05)
+            try:
+                row = conn.execute(q, (2,), prepare=True).fetchone()
+            except psycopg.OperationalError as e:
+                # As without pgsplit: the session ended and the client knows it.
+                expect(conn.closed, f"error but connection not closed: {e}")
+                return f"client told the session ended ({e.sqlstate})"
+            except psycopg.Error as e:
+                raise CheckFailed(
+                    "pgsplit replaced the server connection without telling the client and the "
+                    f"session's prepared statement was lost: {type(e).__name__}: {e} (SQLSTATE {e.sqlstate})"
+                )
+            expect(row == ("name 2",), f"prepared run after the server left returned {row}")
+            lost = []
+            setting = conn.execute("SHOW statement_timeout").fetchone()[0]
+            if setting != "4242ms":
+                lost.append(f"SET statement_timeout (now {setting})")
+            watcher.execute(f"NOTIFY {P}idle_chan, 'after'")
+            if not list(conn.notifies(timeout=3, stop_after=1)):
+                lost.append("LISTEN")
+            expect(
+                not lost,
+                "pgsplit replaced the server connection without telling the client; "
+                f"session state lost: {', '.join(lost)}",
+            )
+            return "session state survived"
+        finally:
+            conn.close()
+
+
+def check_large_pipelined_statements():
+    # Several big statements in flight at once: the server answers the first
+    # while the client is still sending the next ones. A relay that stops
+    # reading the server while its write to the server is blocked deadlocks
+    # here (the server does not read while it is blocked writing).
+    size = 8 * 1000 * 1000
+    big = "x" * size
+    with connect(RW) as conn:
+        start = time.monotonic()
+        with conn.pipeline():
+            curs = [conn.execute("SELECT %s::text", (big,)) for _ in range(4)]
+        lengths = [len(c.fetchone()[0]) for c in curs]
+        expect(lengths == [size] * 4, f"lengths {lengths}")
+        return f"4 x 8 MB echoed in {time.monotonic() - start:.2f}s"
 
 
 def check_many_connections():
@@ -516,8 +629,12 @@ CHECKS = [
     ("errors keep their SQLSTATE", check_errors),
     ("large results", check_large_result),
     ("read-only port", check_read_only_port),
-    ("protocol version negotiation", check_protocol_negotiation),
+    ("startup parameters", check_startup_parameters),
+    ("server ends an idle session", check_server_ends_idle_session),
     ("many connections", check_many_connections),
+    ("protocol version negotiation (max_protocol_version=latest)", check_protocol_negotiation),
+    # Last: a hang ends the run.
+    ("large pipelined statements (4 x 8 MB each way)", check_large_pipelined_statements, 30),
 ]
 
 
@@ -526,15 +643,16 @@ def main():
     only = [s.strip() for s in os.environ.get("DRIVER_CHECKS_ONLY", "").split(",") if s.strip()]
     print(f"psycopg {psycopg.__version__} (libpq {psycopg.pq.version()}, {psycopg.pq.__impl__}); rw={RW} ro={RO}")
     failed = []
-    for name, fn in CHECKS:
+    for name, fn, *limit in CHECKS:
+        limit = limit[0] if limit else CHECK_TIMEOUT
         if only and not any(o in name for o in only):
             continue
         # A check that hangs is a failure too: report it and stop.
-        def on_timeout(name=name):
-            print(f"FAIL {name}: no answer within {CHECK_TIMEOUT:.0f}s", flush=True)
+        def on_timeout(name=name, limit=limit):
+            print(f"FAIL {name}: no answer within {limit:.0f}s (hung)", flush=True)
             os._exit(1)
 
-        watchdog = threading.Timer(CHECK_TIMEOUT, on_timeout)
+        watchdog = threading.Timer(limit, on_timeout)
         watchdog.daemon = True
         watchdog.start()
         start = time.monotonic()

@@ -1,0 +1,180 @@
+//! One backend's health, pure: probe readings in, role / up / in-rotation out,
+//! with the `fall` / `rise` hysteresis and the lag thresholds. No I/O, no
+//! clock: everything it needs arrives in the [`Reading`].
+
+use super::lsn::Lsn;
+use crate::config::Health as HealthConfig;
+
+/// What one successful probe read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    pub in_recovery: bool,
+    /// `pg_current_wal_lsn()`, on a primary.
+    pub current_lsn: Option<Lsn>,
+    /// `pg_last_wal_receive_lsn()`, on a replica.
+    pub receive_lsn: Option<Lsn>,
+    /// `pg_last_wal_replay_lsn()`, on a replica.
+    pub replay_lsn: Option<Lsn>,
+    /// Milliseconds since the last replayed transaction (server clock).
+    pub replay_age_ms: Option<f64>,
+    pub replay_paused: bool,
+    /// The primary's timeline (from its current WAL file name).
+    pub timeline: Option<u32>,
+}
+
+/// A probe's result.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Up(Reading),
+    Down { error: String },
+}
+
+/// A backend's tracked health between probes.
+#[derive(Debug, Clone, Default)]
+pub struct Tracker {
+    /// Failed probes in a row.
+    pub failures: u32,
+    /// Good probes in a row while out of rotation.
+    good_streak: u32,
+    /// The last successful reading, kept while failures < fall.
+    pub reading: Option<Reading>,
+    pub last_error: Option<String>,
+    /// Whether the replica may serve reads (ignoring weight and role).
+    pub in_rotation: bool,
+    /// Why it is out of rotation, when it is.
+    pub reason: Option<String>,
+    pub lag_bytes: Option<u64>,
+    pub lag_ms: Option<u64>,
+    /// False until the first probe answered.
+    probed: bool,
+}
+
+impl Tracker {
+    /// Up means fewer than `fall` failed probes in a row since a good one.
+    pub fn is_up(&self, cfg: &HealthConfig) -> bool {
+        self.reading.is_some() && self.failures < cfg.fall
+    }
+
+    pub fn is_primary_claim(&self, cfg: &HealthConfig) -> bool {
+        self.is_up(cfg) && self.reading.as_ref().is_some_and(|r| !r.in_recovery)
+    }
+
+    pub fn is_replica(&self, cfg: &HealthConfig) -> bool {
+        self.is_up(cfg) && self.reading.as_ref().is_some_and(|r| r.in_recovery)
+    }
+
+    /// Applies one observation. `primary_lsn` is the primary's latest WAL
+    /// position, when one is known. Returns a log line when rotation changed.
+    pub fn observe(
+        &mut self,
+        obs: Observation,
+        primary_lsn: Option<Lsn>,
+        cfg: &HealthConfig,
+    ) -> Option<String> {
+        let was_in = self.in_rotation;
+        match obs {
+            Observation::Down { error } => {
+                self.failures = self.failures.saturating_add(1);
+                self.good_streak = 0;
+                if self.failures >= cfg.fall {
+                    self.reading = None;
+                    self.lag_bytes = None;
+                    self.lag_ms = None;
+                    self.in_rotation = false;
+                    self.reason = Some(format!("down: {error} ({} failed probes)", self.failures));
+                }
+                self.last_error = Some(error);
+            }
+            Observation::Up(reading) => {
+                let first = !self.probed || self.reading.is_none();
+                self.failures = 0;
+                self.last_error = None;
+                self.probed = true;
+                if reading.in_recovery {
+                    self.replica_reading(&reading, primary_lsn, cfg, first);
+                } else {
+                    self.lag_bytes = None;
+                    self.lag_ms = None;
+                    self.good_streak = 0;
+                    self.in_rotation = true;
+                    self.reason = None;
+                }
+                self.reading = Some(reading);
+            }
+        }
+        (was_in != self.in_rotation).then(|| match &self.reason {
+            Some(reason) if !self.in_rotation => format!("left read rotation: {reason}"),
+            _ => "back in read rotation".to_owned(),
+        })
+    }
+
+    fn replica_reading(
+        &mut self,
+        r: &Reading,
+        primary_lsn: Option<Lsn>,
+        cfg: &HealthConfig,
+        first: bool,
+    ) {
+        let replay = r.replay_lsn.unwrap_or_default();
+        // The newest position this replica should have: the primary's, or what
+        // it has already received if the primary is not known.
+        let target = primary_lsn.max(r.receive_lsn).unwrap_or(replay);
+        let behind = target.0.saturating_sub(replay.0);
+        let has_wal_left = behind > 0;
+        let lag_ms = if has_wal_left {
+            r.replay_age_ms.unwrap_or(0.0).max(0.0) as u64
+        } else {
+            0
+        };
+        self.lag_bytes = Some(behind);
+        self.lag_ms = Some(lag_ms);
+        let paused_behind = r.replay_paused && has_wal_left;
+        let over = |frac: f64| {
+            if paused_behind {
+                Some("replay is paused with WAL waiting".to_owned())
+            } else if behind as f64 > cfg.max_lag_bytes as f64 * frac {
+                Some(format!(
+                    "lag {behind} bytes over max_lag_bytes {}",
+                    cfg.max_lag_bytes
+                ))
+            } else if lag_ms as f64 > cfg.max_lag_ms as f64 * frac {
+                Some(format!(
+                    "lag {lag_ms} ms over max_lag_ms {}",
+                    cfg.max_lag_ms
+                ))
+            } else {
+                None
+            }
+        };
+        if self.in_rotation {
+            if let Some(reason) = over(1.0) {
+                self.in_rotation = false;
+                self.good_streak = 0;
+                self.reason = Some(reason);
+            }
+            return;
+        }
+        match over(cfg.readmit_fraction) {
+            Some(reason) => {
+                self.good_streak = 0;
+                self.reason = Some(reason);
+            }
+            None => {
+                self.good_streak += 1;
+                // A replica seen for the first time needs no probation.
+                if first && self.reason.is_none() || self.good_streak >= cfg.rise {
+                    self.in_rotation = true;
+                    self.reason = None;
+                } else {
+                    self.reason = Some(format!(
+                        "recovering: {}/{} good probes",
+                        self.good_streak, cfg.rise
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
