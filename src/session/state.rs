@@ -49,8 +49,37 @@ impl SessionState {
 /// Statement kinds that leave nothing behind on the server connection (outside
 /// what they call: see `RISKY`).
 const STATELESS_FIRST_WORDS: &[&str] = &[
-    "select", "insert", "update", "delete", "with", "values", "table", "show", "explain", "begin",
-    "start", "commit", "end", "rollback", "abort", "copy", "merge",
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "with",
+    "values",
+    "table",
+    "show",
+    "explain",
+    "begin",
+    "start",
+    "commit",
+    "end",
+    "rollback",
+    "abort",
+    "copy",
+    "merge",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "grant",
+    "revoke",
+    "comment",
+    "vacuum",
+    "analyze",
+    "refresh",
+    "reindex",
+    "checkpoint",
+    "notify",
+    "lock",
 ];
 
 /// Words that, anywhere in a statement, may mean session state.
@@ -116,6 +145,7 @@ mod tests {
             "BEGIN\0",
             "COMMIT\0",
             "UPDATE t SET x = 1 WHERE id = 2\0",
+            "CREATE TABLE t(id int)\0",
             "SELECT abalance FROM pgbench_accounts WHERE aid = 42;\0",
         ] {
             assert!(after(b'Q', sql.as_bytes()).is_clean(), "{sql}");

@@ -1,0 +1,313 @@
+//! Topology against real faults: replay paused, a replica stopped, the
+//! primary killed and a replica promoted, two primaries at once, weights.
+
+mod common;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgsplit::config::AuthMethod;
+use tokio_postgres::SimpleQueryMessage;
+
+const INTERVAL_MS: u64 = 200;
+
+fn fast(setup: Setup) -> Setup {
+    setup.tweak(|c| {
+        c.health.interval_ms = INTERVAL_MS;
+        c.health.fall = 2;
+        c.health.rise = 2;
+        c.health.failover_timeout_ms = 8000;
+        c.auth.method = AuthMethod::Trust;
+    })
+}
+
+/// First column of the first row of a simple query, as text.
+async fn one(c: &tokio_postgres::Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let rows = c.simple_query(sql).await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+            _ => None,
+        })
+        .expect("a row"))
+}
+
+async fn port_of(c: &tokio_postgres::Client) -> u16 {
+    one(c, "SELECT inet_server_port()")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_replay_takes_a_replica_out_of_rotation_and_back() {
+    let env = Env::start(fast(Setup::default())).await;
+    let rw = env.connect(env.rw).await;
+    rw.batch_execute("CREATE TABLE ticks(id serial PRIMARY KEY, at timestamptz DEFAULT now())")
+        .await
+        .unwrap();
+    let paused = env.cluster.node(1).port;
+    // A clean read-only session sitting on the replica about to lag.
+    let sitter = loop {
+        let c = env.connect(env.ro).await;
+        if port_of(&c).await == paused {
+            break c;
+        }
+    };
+    env.cluster.pause_replay(1).unwrap();
+    rw.batch_execute("INSERT INTO ticks DEFAULT VALUES")
+        .await
+        .unwrap();
+    let wrote = Instant::now();
+    env.wait_for(Duration::from_secs(5), |s| !s.backends[1].in_rotation)
+        .await;
+    let detected = wrote.elapsed();
+    println!("lag detection delay: {detected:?} (interval {INTERVAL_MS} ms)");
+    assert!(
+        detected <= Duration::from_millis(2 * INTERVAL_MS + 150),
+        "took {detected:?}"
+    );
+    let status = env.proxy().shared.topology.snapshot();
+    assert!(
+        status.backends[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("paused"),
+        "{:?}",
+        status.backends[1]
+    );
+
+    // No read lands there afterwards: not new sessions, not the one that sat there.
+    assert_ne!(port_of(&sitter).await, paused);
+    for _ in 0..30 {
+        rw.batch_execute("INSERT INTO ticks DEFAULT VALUES")
+            .await
+            .unwrap();
+        let c = env.connect(env.ro).await;
+        assert_ne!(port_of(&c).await, paused);
+    }
+    let (_, body) = env.http_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pg2 = &status["topology"]["backends"][1];
+    assert_eq!(pg2["name"], "pg2");
+    assert_eq!(pg2["in_rotation"], false);
+    assert_eq!(pg2["role"], "replica");
+    assert!(pg2["lag_bytes"].as_u64().unwrap() > 0);
+    for key in [
+        "address",
+        "healthy",
+        "lag_ms",
+        "replay_lsn",
+        "timeline",
+        "reason",
+    ] {
+        assert!(pg2.get(key).is_some(), "{key} in {pg2}");
+    }
+    let (_, metrics) = env.http_get("/metrics").await;
+    assert!(
+        metrics.contains("pgsplit_backend_in_rotation{backend=\"pg2\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pgsplit_backend_in_rotation{backend=\"pg3\"} 1"));
+
+    env.cluster.resume_replay(1).unwrap();
+    env.wait_for(Duration::from_secs(5), |s| s.backends[1].in_rotation)
+        .await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..6 {
+        let c = env.connect(env.ro).await;
+        seen.insert(port_of(&c).await);
+    }
+    assert!(
+        seen.contains(&paused),
+        "back in rotation and used: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_is_avoided_and_comes_back() {
+    let env = Env::start(fast(Setup::default())).await;
+    let stopped = env.cluster.node(2).port;
+    env.cluster.stop_node(2, true).unwrap();
+    // New statements never fail: reads go to the other replica at once.
+    for _ in 0..20 {
+        let c = env.connect(env.ro).await;
+        let p = port_of(&c).await;
+        assert_ne!(p, stopped);
+    }
+    env.wait_for(Duration::from_secs(5), |s| !s.backends[2].healthy)
+        .await;
+    env.cluster.start_node(2).unwrap();
+    env.wait_for(Duration::from_secs(10), |s| s.backends[2].in_rotation)
+        .await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(port_of(&env.connect(env.ro).await).await);
+    }
+    assert!(seen.contains(&stopped), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promoted_replica_without_a_restart() {
+    let env = Env::start(fast(Setup::default())).await;
+    let idle = env.connect(env.rw).await;
+    idle.batch_execute("CREATE TABLE f(id int)").await.unwrap();
+    env.cluster
+        .wait_caught_up(0, 1, Duration::from_secs(10))
+        .unwrap();
+    env.cluster.stop_node(0, true).unwrap();
+    env.cluster.promote(1).unwrap();
+    let promoted = Instant::now();
+    // The idle session's next write lands on the new primary, no error.
+    let port = tokio::time::timeout(Duration::from_secs(10), async {
+        one(
+            &idle,
+            "INSERT INTO f VALUES (1) RETURNING inet_server_port()",
+        )
+        .await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let took = promoted.elapsed();
+    println!("promotion to first successful write through pgsplit: {took:?}");
+    assert_eq!(port, env.cluster.node(1).port.to_string());
+    assert!(
+        took < Duration::from_millis(2 * INTERVAL_MS + 1000),
+        "took {took:?}"
+    );
+    let fresh = env.connect(env.rw).await;
+    assert_eq!(port_of(&fresh).await, env.cluster.node(1).port);
+    let (_, metrics) = env.http_get("/metrics").await;
+    assert!(
+        metrics.contains("pgsplit_backend_is_primary{backend=\"pg2\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgsplit_primary_changes_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_primaries_writes_never_reach_both() {
+    let env = Env::start(fast(Setup::default().replicas(1))).await;
+    let writer = env.connect(env.rw).await;
+    writer
+        .batch_execute("CREATE TABLE w(id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    env.cluster
+        .wait_caught_up(0, 1, Duration::from_secs(10))
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut promoted_at = None;
+    let mut errors = 0;
+    let start = Instant::now();
+    let mut id = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        id += 1;
+        if id == 50 {
+            env.cluster.promote(1).unwrap();
+            promoted_at = Some(id);
+        }
+        match writer
+            .simple_query(&format!("INSERT INTO w VALUES ({id})"))
+            .await
+        {
+            Ok(_) => acked.push(id),
+            Err(_) => errors += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(promoted_at.is_some());
+    let ids = |i: usize| -> BTreeSet<i32> {
+        let out = env
+            .cluster
+            .psql_db(i, "app", "SELECT string_agg(id::text, ',') FROM w")
+            .unwrap();
+        out.split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect()
+    };
+    let (old, new) = (ids(0), ids(1));
+    let only_old: Vec<_> = old.difference(&new).copied().collect();
+    let only_new: Vec<_> = new.difference(&old).copied().collect();
+    println!(
+        "acked {}, errors {errors}, only on old {only_old:?}..., only on new {}",
+        acked.len(),
+        only_new.len()
+    );
+    // One switch point: everything after it on the new primary, nothing after
+    // it on the old one.
+    if let (Some(last_old), Some(first_new)) = (only_old.last(), only_new.first()) {
+        assert!(last_old < first_new, "writes interleaved between primaries");
+    }
+    assert!(!only_new.is_empty(), "writes moved to the promoted replica");
+    for a in &acked {
+        assert!(
+            old.contains(a) || new.contains(a),
+            "acknowledged write {a} is lost"
+        );
+    }
+    let s = env.proxy().shared.topology.snapshot();
+    assert_eq!(s.primary, Some(1));
+    assert_eq!(s.primaries_seen, 2);
+    assert!(s.backends[0].reason.as_deref().unwrap().contains("fenced"));
+    let (_, metrics) = env.http_get("/metrics").await;
+    assert!(metrics.contains("pgsplit_primaries_seen 2"), "{metrics}");
+    // pgsplit keeps no session of its own on the fenced primary.
+    eventually(Duration::from_secs(5), "no pgsplit sessions left on the old primary", || async {
+        env.cluster
+            .psql(0, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND application_name <> 'pgsplit-health'")
+            .unwrap()
+            == "0"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_one_to_two_split_reads_one_to_two() {
+    let env = Env::start(fast(Setup::default()).tweak(|c| {
+        c.backends[1].weight = 1;
+        c.backends[2].weight = 2;
+        c.health.interval_ms = INTERVAL_MS;
+        c.health.fall = 2;
+        c.auth.method = AuthMethod::Trust;
+    }))
+    .await;
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<u16, usize>::new()));
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let counts = counts.clone();
+            let cfg = env.pg_config(env.ro, "app_trust");
+            tokio::spawn(async move {
+                for _ in 0..500 {
+                    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+                    tokio::spawn(conn);
+                    let p = port_of(&c).await;
+                    *counts.lock().unwrap().entry(p).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let counts = counts.lock().unwrap();
+    let (a, b) = (
+        counts[&env.cluster.node(1).port],
+        counts[&env.cluster.node(2).port],
+    );
+    println!("3000 reads: pg2 {a}, pg3 {b}");
+    assert_eq!(a + b, 3000);
+    let share = b as f64 / 3000.0;
+    assert!(
+        (share - 2.0 / 3.0).abs() <= 0.05 * 2.0 / 3.0,
+        "pg3 share {share}"
+    );
+}
