@@ -311,3 +311,68 @@ async fn weights_one_to_two_split_reads_one_to_two() {
         "pg3 share {share}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_settings_primary_reads_and_no_replica_error() {
+    let env = Env::start(fast(Setup::default().replicas(1)).tweak(|c| {
+        c.routing.primary_reads = true;
+        c.auth.method = AuthMethod::Trust;
+        c.health.interval_ms = INTERVAL_MS;
+    }))
+    .await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        let c = env.connect(env.ro).await;
+        seen.insert(port_of(&c).await);
+        // Even on the primary, the read-only port refuses writes.
+        let err = c
+            .simple_query("CREATE TABLE nope(x int)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "25006");
+    }
+    let s = env.proxy().shared.topology.snapshot();
+    assert!(
+        seen.contains(&env.primary_port()) && seen.contains(&env.cluster.node(1).port),
+        "{seen:?} {:?} {:?}",
+        s.read_schedule,
+        s.backends
+    );
+    drop(env);
+
+    let env = Env::start(fast(Setup::default().replicas(0)).tweak(|c| {
+        c.routing.no_replica = pgsplit::config::NoReplica::Error;
+        c.auth.method = AuthMethod::Trust;
+    }))
+    .await;
+    let err = env.try_connect(env.ro, "app").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57P03", "{}", message(&err));
+    assert!(message(&err).contains("no replica"), "{}", message(&err));
+    let c = env.connect(env.rw).await;
+    assert_eq!(port_of(&c).await, env.primary_port());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_primary_writes_wait_then_fail_clearly() {
+    let env = Env::start(fast(Setup::default().replicas(1)).tweak(|c| {
+        c.health.failover_timeout_ms = 1500;
+        c.health.interval_ms = INTERVAL_MS;
+        c.health.fall = 2;
+        c.auth.method = AuthMethod::Trust;
+    }))
+    .await;
+    env.cluster.stop_node(0, true).unwrap();
+    env.wait_for(Duration::from_secs(5), |s| s.primary.is_none())
+        .await;
+    let started = Instant::now();
+    let err = env.try_connect(env.rw, "app").await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1400), "waited {waited:?}");
+    assert_eq!(sqlstate(&err), "57P03", "{}", message(&err));
+    assert!(message(&err).contains("no primary"), "{}", message(&err));
+    let (status, _) = env.http_get("/readyz").await;
+    assert_eq!(status, 503);
+    // Reads still work from the replica.
+    let c = env.connect(env.ro).await;
+    assert_eq!(port_of(&c).await, env.cluster.node(1).port);
+}

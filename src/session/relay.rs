@@ -638,15 +638,14 @@ impl Upstream<'_> {
 fn eligible(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> bool {
     match listener {
         Listener::ReadWrite => snapshot.primary == Some(server.backend),
-        Listener::ReadOnly if server.read_only => {
-            // A fallback to the primary lasts until a replica is back.
-            snapshot.primary == Some(server.backend)
-                && !snapshot
-                    .read_schedule
-                    .iter()
-                    .any(|&i| Some(i) != snapshot.primary)
+        // A read-only session on the primary as a fallback (not because the
+        // primary serves reads) moves as soon as anything else may serve it.
+        Listener::ReadOnly => {
+            snapshot.readable(server.backend)
+                || (server.read_only
+                    && snapshot.primary == Some(server.backend)
+                    && snapshot.read_schedule.is_empty())
         }
-        Listener::ReadOnly => snapshot.readable(server.backend),
     }
 }
 

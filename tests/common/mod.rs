@@ -40,8 +40,13 @@ impl Setup {
         self.wait_ready = false;
         self
     }
+    /// Adds a change to the configuration, after the ones already added.
     pub fn tweak(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
-        self.tweak = Box::new(f);
+        let before = self.tweak;
+        self.tweak = Box::new(move |c| {
+            before(c);
+            f(c);
+        });
         self
     }
 }
