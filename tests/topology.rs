@@ -187,7 +187,7 @@ async fn writes_follow_a_promoted_replica_without_a_restart() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("pgsplit_primary_changes_total 2"),
+        metrics.contains("pgsplit_primary_changes_total 1"),
         "{metrics}"
     );
 }

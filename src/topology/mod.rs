@@ -175,6 +175,8 @@ struct State {
     health: HealthConfig,
     routing: Routing,
     last_primary: Option<usize>,
+    /// The last backend elected primary, kept through gaps with none.
+    last_elected: Option<usize>,
     last_schedule: Vec<usize>,
 }
 
@@ -196,6 +198,7 @@ impl Topology {
             health: config.health.clone(),
             routing: config.routing.clone(),
             last_primary: None,
+            last_elected: None,
             last_schedule: Vec::new(),
         };
         let first = state.build();
@@ -279,8 +282,13 @@ impl Topology {
                 }
                 None => tracing::warn!("no primary"),
             }
-            if state.last_primary.is_some() || snapshot.primary.is_some() {
-                self.primary_changes.inc();
+            // A failover: a new primary after a different one (the first
+            // discovery, and gaps with none, are not changes).
+            if let Some(p) = snapshot.primary {
+                if state.last_elected.is_some_and(|last| last != p) {
+                    self.primary_changes.inc();
+                }
+                state.last_elected = Some(p);
             }
         }
         let routing_changed = primary_changed || snapshot.read_schedule != state.last_schedule;
