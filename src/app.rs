@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::route::Listener;
 use crate::topology::Topology;
+use crate::workers::Workers;
 
 /// Everything sessions, probes and the admin server share.
 pub struct Shared {
@@ -109,8 +110,17 @@ pub struct Proxy {
 
 impl Proxy {
     /// Binds every listener (port 0 picks a free port), starts probes, the admin
-    /// server and the accept loops on the current tokio runtime.
+    /// server and the accept loops on the current tokio runtime, and runs the
+    /// sessions there too.
     pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        Self::start_with(config, None).await
+    }
+
+    /// Like [`Proxy::start`], with the sessions on `workers` when given.
+    pub async fn start_with(
+        config: Config,
+        workers: Option<Arc<Workers>>,
+    ) -> Result<Proxy, StartError> {
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await
@@ -138,18 +148,15 @@ impl Proxy {
         let tracker = TaskTracker::new();
         let config = shared.config.load_full();
         crate::topology::probe::spawn_all(&shared.topology, &config, &shared.shutdown, &tracker);
-        tracker.spawn(accept_loop(
-            rw,
-            Listener::ReadWrite,
-            shared.clone(),
-            tracker.clone(),
-        ));
-        tracker.spawn(accept_loop(
-            ro,
-            Listener::ReadOnly,
-            shared.clone(),
-            tracker.clone(),
-        ));
+        for (listener, kind) in [(rw, Listener::ReadWrite), (ro, Listener::ReadOnly)] {
+            tracker.spawn(accept_loop(
+                listener,
+                kind,
+                shared.clone(),
+                tracker.clone(),
+                workers.clone(),
+            ));
+        }
         tracker.spawn(crate::admin::serve(admin, shared.clone()));
         tracing::info!(
             read_write = %read_write_addr, read_only = %read_only_addr, admin = %admin_addr,
@@ -188,6 +195,7 @@ async fn accept_loop(
     kind: Listener,
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    workers: Option<Arc<Workers>>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -200,13 +208,32 @@ async fn accept_loop(
                     tracing::warn!(client = %peer, "connection flood: closing without a reply");
                     continue;
                 };
-                tracker.spawn(crate::session::serve(
-                    tcp,
-                    peer,
-                    kind,
-                    shared.clone(),
-                    admission,
-                ));
+                let shared = shared.clone();
+                match &workers {
+                    None => {
+                        tracker.spawn(crate::session::serve(tcp, peer, kind, shared, admission));
+                    }
+                    // Hand the socket to a worker's reactor.
+                    Some(workers) => match tcp.into_std() {
+                        Ok(std_tcp) => {
+                            let session = async move {
+                                match TcpStream::from_std(std_tcp) {
+                                    Ok(tcp) => {
+                                        crate::session::serve(tcp, peer, kind, shared, admission)
+                                            .await
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(client = %peer, error = %e, "cannot hand over a connection")
+                                    }
+                                }
+                            };
+                            tracker.spawn_on(session, workers.pick());
+                        }
+                        Err(e) => {
+                            tracing::warn!(client = %peer, error = %e, "cannot hand over a connection")
+                        }
+                    },
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

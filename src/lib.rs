@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`error`]: error kinds and SQLSTATEs.
+//! - [`workers`]: session threads, one current-thread runtime each.
 //! - [`testbed`]: a real primary + replicas on loopback, for tests, demo and benches.
 
 pub mod admin;
@@ -32,3 +33,4 @@ pub mod testbed;
 pub mod tls;
 pub mod topology;
 pub mod wire;
+pub mod workers;

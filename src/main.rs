@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use pgsplit::app::Proxy;
 use pgsplit::config::Config;
+use pgsplit::workers::Workers;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(version, about = "A PostgreSQL proxy that splits reads from writes")]
@@ -88,17 +90,28 @@ fn run(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
         eprintln!("pgsplit: {} is valid", path.display());
         return Ok(());
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.runtime.worker_threads {
-        runtime.worker_threads(n);
-    }
-    runtime.enable_all().build()?.block_on(async move {
-        let proxy = Proxy::start(config).await?;
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        proxy.shutdown(Duration::from_secs(30)).await;
-        anyhow::Ok(())
-    })
+    // Sessions run on worker threads (one current-thread runtime each); the
+    // listeners, probes and admin server on this thread's runtime.
+    let threads = config
+        .runtime
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = Arc::new(Workers::start(threads)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on({
+        let workers = workers.clone();
+        async move {
+            let proxy = Proxy::start_with(config, Some(workers)).await?;
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            proxy.shutdown(Duration::from_secs(30)).await;
+            anyhow::Ok(())
+        }
+    });
+    workers.stop();
+    result
 }
 
 /// SIGTERM or SIGINT.

@@ -32,3 +32,78 @@ async fn read_write_port_reaches_the_primary_and_read_only_port_a_replica() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "25006", "{err}");
 }
+
+/// The binary runs sessions on worker threads (one current-thread runtime
+/// each); the same checks through that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_worker_threads() {
+    let cluster =
+        tokio::task::spawn_blocking(|| pgsplit::testbed::Cluster::start(Default::default()))
+            .await
+            .unwrap()
+            .unwrap();
+    let workers = std::sync::Arc::new(pgsplit::workers::Workers::start(2).unwrap());
+    let proxy = pgsplit::app::Proxy::start_with(config_for(&cluster), Some(workers.clone()))
+        .await
+        .unwrap();
+    let mut changes = proxy.shared.topology.subscribe();
+    while proxy.shared.topology.snapshot().read_schedule.len() < 2
+        || proxy.shared.topology.snapshot().primary.is_none()
+    {
+        tokio::time::timeout(std::time::Duration::from_secs(15), changes.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let connect = |port: u16| {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(port)
+            .user("app")
+            .password("app")
+            .dbname("app");
+        async move {
+            let (client, conn) = c.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+        }
+    };
+    for _ in 0..4 {
+        let rw = connect(proxy.read_write_addr.port()).await;
+        let port: i32 = rw
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(port, i32::from(cluster.node(0).port));
+        let ro = connect(proxy.read_only_addr.port()).await;
+        let in_recovery: bool = ro
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(in_recovery);
+        let token = ro.cancel_token();
+        let sleeper =
+            tokio::spawn(async move { ro.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) });
+        // Cancel once the query runs on whichever replica it went to.
+        let running = || {
+            (1..3).any(|i| {
+                cluster
+                    .psql(i, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'")
+                    .is_ok_and(|n| n == "1")
+            })
+        };
+        eventually(std::time::Duration::from_secs(10), "the query runs", || {
+            std::future::ready(running())
+        })
+        .await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let err = sleeper.await.unwrap().unwrap_err();
+        assert_eq!(sqlstate(&err), "57014");
+    }
+    proxy.shutdown(std::time::Duration::from_secs(5)).await;
+    tokio::task::spawn_blocking(move || workers.stop())
+        .await
+        .unwrap();
+}

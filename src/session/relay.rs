@@ -152,9 +152,13 @@ impl Relay<'_> {
         let mut d = Duplex::default();
         let mut phase = Phase::Ready(TxStatus::Idle);
         let mut draining = false;
-        let shutdown = self.upstream.shared.shutdown.clone();
+        // Made once and kept across turns: building them anew each turn would
+        // register and drop a waiter on state shared by every session.
+        let shutdown = self.upstream.shared.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         let mut routing = self.upstream.shared.topology.subscribe_routing();
         routing.mark_unchanged();
+        let mut routing_change = Box::pin(next_change(routing));
 
         let outcome = loop {
             if draining && phase.is_idle() && d.to_client == 0 && !d.client_dirty {
@@ -178,13 +182,14 @@ impl Relay<'_> {
 
             let event = tokio::select! {
                 event = io => event,
-                changed = routing.changed() => {
+                (receiver, changed) = &mut routing_change => {
+                    routing_change = Box::pin(next_change(receiver));
                     if changed.is_ok() {
                         self.on_routing_change(phase, &d).await?;
                     }
                     continue;
                 }
-                _ = shutdown.cancelled(), if !draining => {
+                _ = &mut shutdown, if !draining => {
                     // Close at the next idle point (now, if idle).
                     draining = true;
                     continue;
@@ -380,6 +385,17 @@ impl Relay<'_> {
         }
         Ok(())
     }
+}
+
+/// Resolves on the next routing change, handing the receiver back.
+async fn next_change(
+    mut receiver: tokio::sync::watch::Receiver<u64>,
+) -> (
+    tokio::sync::watch::Receiver<u64>,
+    Result<(), tokio::sync::watch::error::RecvError>,
+) {
+    let changed = receiver.changed().await;
+    (receiver, changed)
 }
 
 /// Bytes above which a side is no longer read until the other side took some.

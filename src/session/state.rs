@@ -101,30 +101,50 @@ const RISKY: &[&str] = &[
 ];
 
 /// Why a simple query may leave state, or None if it surely does not.
+/// Allocation-free: it runs on every simple query of a clean session.
 fn query_state(sql: &[u8]) -> Option<&'static str> {
-    let Ok(sql) = std::str::from_utf8(sql) else {
-        return Some("non-UTF-8 query");
-    };
-    let lower = sql.to_ascii_lowercase();
-    let trimmed = lower.trim_start();
-    if trimmed.starts_with("/*") || trimmed.starts_with("--") {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let rest = &sql[start..];
+    if rest.starts_with(b"/*") || rest.starts_with(b"--") {
         return Some("query starting with a comment");
     }
-    let first = trimmed
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
-    if !STATELESS_FIRST_WORDS.contains(&first) {
+    let word_len = rest
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let first = &rest[..word_len];
+    if !STATELESS_FIRST_WORDS
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w.as_bytes()))
+    {
         return Some("statement that may change session state");
     }
     // More than one statement: any could be anything.
-    if lower.trim_end().trim_end_matches(';').contains(';') {
+    let end = sql
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')
+        .map_or(0, |i| i + 1);
+    if sql[..end].contains(&b';') {
         return Some("multi-statement query");
     }
-    if RISKY.iter().any(|w| lower.contains(w)) {
+    if RISKY
+        .iter()
+        .any(|w| contains_ignore_case(sql, w.as_bytes()))
+    {
         return Some("query that may change session state");
     }
     None
+}
+
+/// `needle` (lowercase ASCII) occurs in `haystack`, ignoring ASCII case.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.len() >= needle.len()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
