@@ -47,7 +47,7 @@ impl SessionState {
 }
 
 /// Statement kinds that leave nothing behind on the server connection (outside
-/// what they call: see `RISKY`).
+/// what they call: see `risky_words`).
 const STATELESS_FIRST_WORDS: &[&str] = &[
     "select",
     "insert",
@@ -82,23 +82,30 @@ const STATELESS_FIRST_WORDS: &[&str] = &[
     "lock",
 ];
 
-/// Words that, anywhere in a statement, may mean session state.
-const RISKY: &[&str] = &[
-    "set_config",
-    "advisory",
-    "temp",
-    "prepare",
-    "listen",
-    "declare",
-    "cursor",
-    "dblink",
-    "lo_",
-    "setseed",
-    "currval",
-    "lastval",
-    "discard",
-    "load",
-];
+/// Words that, anywhere in a statement, may mean session state, by first
+/// letter (so one pass over the text checks them all).
+fn risky_words(first: u8) -> &'static [&'static [u8]] {
+    match first {
+        b's' => &[b"set_config", b"setseed"],
+        b'a' => &[b"advisory"],
+        b't' => &[b"temp"],
+        b'p' => &[b"prepare"],
+        b'l' => &[b"listen", b"lo_", b"lastval", b"load"],
+        b'd' => &[b"declare", b"dblink", b"discard"],
+        b'c' => &[b"cursor", b"currval"],
+        _ => &[],
+    }
+}
+
+/// Whether any risky word occurs in `sql`, ignoring ASCII case.
+fn contains_risky(sql: &[u8]) -> bool {
+    (0..sql.len()).any(|i| {
+        let rest = &sql[i..];
+        risky_words(rest[0].to_ascii_lowercase())
+            .iter()
+            .any(|w| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w))
+    })
+}
 
 /// Why a simple query may leave state, or None if it surely does not.
 /// Allocation-free: it runs on every simple query of a clean session.
@@ -130,21 +137,10 @@ fn query_state(sql: &[u8]) -> Option<&'static str> {
     if sql[..end].contains(&b';') {
         return Some("multi-statement query");
     }
-    if RISKY
-        .iter()
-        .any(|w| contains_ignore_case(sql, w.as_bytes()))
-    {
+    if contains_risky(sql) {
         return Some("query that may change session state");
     }
     None
-}
-
-/// `needle` (lowercase ASCII) occurs in `haystack`, ignoring ASCII case.
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.len() >= needle.len()
-        && haystack
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
