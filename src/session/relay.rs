@@ -181,6 +181,8 @@ impl Relay<'_> {
             let io = poll_io(client, server, &mut d, read_client, read_server);
 
             let event = tokio::select! {
+                // I/O first: the other two only matter when it has nothing to do.
+                biased;
                 event = io => event,
                 (receiver, changed) = &mut routing_change => {
                     routing_change = Box::pin(next_change(receiver));
