@@ -382,22 +382,42 @@ async fn a_transaction_on_a_former_primary_gets_one_clear_error() {
     let env = Env::start(fast(Setup::default().replicas(1))).await;
     let setup = env.connect(env.rw).await;
     setup.batch_execute("CREATE TABLE t(id int)").await.unwrap();
-    env.cluster.wait_caught_up(0, 1, Duration::from_secs(10)).unwrap();
+    env.cluster
+        .wait_caught_up(0, 1, Duration::from_secs(10))
+        .unwrap();
     let in_tx = env.connect(env.rw).await;
-    in_tx.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    in_tx
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
     let idle = env.connect(env.rw).await;
     one(&idle, "SELECT 1").await.unwrap();
     // The old primary keeps running: pgsplit must stop the open transaction.
     env.cluster.promote(1).unwrap();
-    env.wait_for(Duration::from_secs(5), |s| s.primary == Some(1)).await;
+    env.wait_for(Duration::from_secs(5), |s| s.primary == Some(1))
+        .await;
     let err = in_tx.batch_execute("COMMIT").await.unwrap_err();
     assert!(err.is_closed() || sqlstate(&err) == "08006", "{err}");
     if let Some(db) = err.as_db_error() {
-        assert!(db.message().contains("no longer the primary"), "{}", db.message());
+        assert!(
+            db.message().contains("no longer the primary"),
+            "{}",
+            db.message()
+        );
     }
     // The row never committed anywhere.
-    assert_eq!(env.cluster.psql_db(0, "app", "SELECT count(*) FROM t").unwrap(), "0");
-    assert_eq!(env.cluster.psql_db(1, "app", "SELECT count(*) FROM t").unwrap(), "0");
+    assert_eq!(
+        env.cluster
+            .psql_db(0, "app", "SELECT count(*) FROM t")
+            .unwrap(),
+        "0"
+    );
+    assert_eq!(
+        env.cluster
+            .psql_db(1, "app", "SELECT count(*) FROM t")
+            .unwrap(),
+        "0"
+    );
     // The idle, clean session carries on, on the new primary.
     assert_eq!(port_of(&idle).await, env.cluster.node(1).port);
 }
