@@ -12,11 +12,7 @@ async fn authentication_failures_have_their_sqlstates() {
     let env = Env::start(Setup::default().replicas(0)).await;
     let mut wrong = env.pg_config(env.rw, "app");
     wrong.password("not-the-password");
-    let err = wrong
-        .connect(tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("connect fails");
+    let err = connect_err(&wrong).await;
     assert_eq!(sqlstate(&err), "28P01", "{err}");
 
     let err = env.try_connect(env.rw, "nobody").await.unwrap_err();
@@ -24,11 +20,7 @@ async fn authentication_failures_have_their_sqlstates() {
 
     let mut nodb = env.pg_config(env.rw, "app");
     nodb.dbname("no_such_db");
-    let err = nodb
-        .connect(tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("connect fails");
+    let err = connect_err(&nodb).await;
     assert_eq!(sqlstate(&err), "3D000", "{err}");
     assert!(message(&err).contains("no_such_db"));
 
@@ -69,16 +61,7 @@ async fn md5_and_trust_client_authentication() {
     );
     let mut wrong = env.pg_config(env.rw, "app");
     wrong.password("nope");
-    assert_eq!(
-        sqlstate(
-            &wrong
-                .connect(tokio_postgres::NoTls)
-                .await
-                .err()
-                .expect("connect fails")
-        ),
-        "28P01"
-    );
+    assert_eq!(sqlstate(&connect_err(&wrong).await), "28P01");
     let out = env.psql(env.rw, "user=app dbname=app", "app", &["-c", "SELECT 2"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 
@@ -225,22 +208,10 @@ fn sessions_named(env: &Env, i: usize, name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_vanishes_mid_query_leaves_no_server_connection() {
     let env = Env::start(Setup::default().replicas(0)).await;
-    let mut cfg = env.pg_config(env.rw, "app");
-    cfg.application_name("vanishing");
-    let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
-    let conn_task = tokio::spawn(connection);
-    let query =
-        tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
-    eventually(Duration::from_secs(5), "the query runs", || async {
-        env.cluster
-            .psql(0, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanishing' AND state = 'active'")
-            .unwrap()
-            == "1"
-    })
-    .await;
+    let sleeper = env.start_sleeper(env.rw, 0, "vanishing", 60).await;
     // Dropping the connection future closes the client's socket mid-query.
-    conn_task.abort();
-    let _ = query.await;
+    sleeper.connection.abort();
+    let _ = sleeper.query.await;
     eventually(
         Duration::from_secs(5),
         "the server connection is gone",
@@ -258,23 +229,11 @@ async fn a_client_that_vanishes_mid_query_leaves_no_server_connection() {
 async fn a_backend_killed_mid_session_ends_only_that_session() {
     let env = Env::start(Setup::default()).await;
     let bystander = env.connect(env.rw).await;
-    let mut cfg = env.pg_config(env.rw, "app");
-    cfg.application_name("victim");
-    let (victim, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let query =
-        tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
-    eventually(Duration::from_secs(5), "the victim's query runs", || async {
-        env.cluster
-            .psql(0, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'victim' AND state = 'active'")
-            .unwrap()
-            == "1"
-    })
-    .await;
+    let victim = env.start_sleeper(env.rw, 0, "victim", 30).await;
     env.cluster
         .psql(0, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'victim'")
         .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), query)
+    let err = tokio::time::timeout(Duration::from_secs(10), victim.query)
         .await
         .unwrap()
         .unwrap()

@@ -7,19 +7,9 @@ use pgsplit::config::AuthMethod;
 use tokio::io::AsyncReadExt;
 
 fn startup(minor: u16, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&(3u16).to_be_bytes());
-    body.extend_from_slice(&minor.to_be_bytes());
-    for (k, v) in [("user", "app"), ("database", "app")].iter().chain(extra) {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend(body);
-    packet
+    let mut params = vec![("user", "app"), ("database", "app")];
+    params.extend_from_slice(extra);
+    startup_packet(minor, &params)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -276,17 +276,7 @@ impl RawClient {
     /// Connects and logs in with a plain StartupMessage; needs `auth.method = "trust"`.
     pub async fn login_trust(port: u16, user: &str) -> RawClient {
         let mut c = RawClient::connect(port).await;
-        let mut body = Vec::new();
-        body.extend_from_slice(&196608i32.to_be_bytes());
-        for (k, v) in [("user", user), ("database", "app")] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        packet.extend(body);
+        let packet = startup_packet(0, &[("user", user), ("database", "app")]);
         c.send(&packet).await;
         loop {
             let (tag, body) = c.recv().await.expect("login reply");
@@ -372,4 +362,66 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_owned())
         .unwrap_or_else(|| e.to_string())
+}
+
+/// A StartupMessage for protocol 3.`minor` with these parameters.
+pub fn startup_packet(minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&3u16.to_be_bytes());
+    body.extend_from_slice(&minor.to_be_bytes());
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend(body);
+    packet
+}
+
+/// A query running through pgsplit on its own connection, named by
+/// `application_name` so tests can find its server backend.
+pub struct Sleeper {
+    pub query: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    pub connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl Env {
+    /// Starts `SELECT pg_sleep(secs)` through `port` as `name` and returns once
+    /// node `node` shows it running.
+    pub async fn start_sleeper(&self, port: u16, node: usize, name: &str, secs: u32) -> Sleeper {
+        let mut cfg = self.pg_config(port, "app");
+        cfg.application_name(name);
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let sql = format!("SELECT pg_sleep({secs})");
+        let query = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
+        let check = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}' AND state = 'active'");
+        eventually(Duration::from_secs(5), "the query runs", || async {
+            self.cluster.psql(node, &check).unwrap() == "1"
+        })
+        .await;
+        Sleeper { query, connection }
+    }
+
+    /// psql through pgsplit that must succeed; returns its output.
+    pub fn psql_ok(&self, port: u16, conninfo: &str, args: &[&str]) -> String {
+        let out = self.psql(port, conninfo, "app", args);
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// The error of a connection attempt that must fail.
+pub async fn connect_err(config: &tokio_postgres::Config) -> tokio_postgres::Error {
+    match config.connect(tokio_postgres::NoTls).await {
+        Ok(_) => panic!("the connection was expected to fail"),
+        Err(e) => e,
+    }
 }
