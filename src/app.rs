@@ -33,6 +33,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// Set when shutdown begins; sessions close at their next idle point.
     pub shutdown: CancellationToken,
+    /// Set when the shutdown grace period is over; busy sessions get 57P01.
+    pub hard_stop: CancellationToken,
     /// Clients admitted and not yet gone.
     clients: AtomicUsize,
     /// Clients over the limit that are being told so.
@@ -106,6 +108,8 @@ pub struct Proxy {
     pub read_only_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     tracker: TaskTracker,
+    admin_stop: CancellationToken,
+    admin_task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -141,6 +145,7 @@ impl Proxy {
             metrics,
             tls,
             shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
             clients: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),
@@ -157,7 +162,14 @@ impl Proxy {
                 workers.clone(),
             ));
         }
-        tracker.spawn(crate::admin::serve(admin, shared.clone()));
+        // The admin server outlives the drain (so /readyz can say 503 during
+        // it); it stops when shutdown is complete.
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(crate::admin::serve(
+            admin,
+            shared.clone(),
+            admin_stop.clone(),
+        ));
         tracing::info!(
             read_write = %read_write_addr, read_only = %read_only_addr, admin = %admin_addr,
             backends = config.backends.len(), "pgsplit is listening"
@@ -168,6 +180,8 @@ impl Proxy {
             read_only_addr,
             admin_addr,
             tracker,
+            admin_stop,
+            admin_task,
         })
     }
 
@@ -180,8 +194,21 @@ impl Proxy {
             .await
             .is_err()
         {
-            tracing::warn!("sessions still busy after the shutdown grace period; closing them");
+            let busy = self.shared.client_count();
+            tracing::warn!(
+                sessions = busy,
+                "shutdown grace period over; ending busy sessions with 57P01"
+            );
+            self.shared.hard_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("tasks still running 5 s after the hard stop; exiting anyway");
+            }
         }
+        self.admin_stop.cancel();
+        let _ = self.admin_task.await;
     }
 
     /// Resolves when shutdown has been requested.

@@ -97,6 +97,7 @@ fn run(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let workers = Arc::new(Workers::start(threads)?);
+    let grace = Duration::from_millis(config.limits.shutdown_timeout_ms);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -106,7 +107,7 @@ fn run(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
             let proxy = Proxy::start_with(config, Some(workers)).await?;
             wait_for_signal().await;
             tracing::info!("shutting down");
-            proxy.shutdown(Duration::from_secs(30)).await;
+            proxy.shutdown(grace).await;
             anyhow::Ok(())
         }
     });

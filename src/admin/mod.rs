@@ -15,14 +15,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
 
-/// Accepts admin connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts admin connections until `stop`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let (tcp, _) = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {

@@ -102,6 +102,9 @@ pub struct Limits {
     pub login_timeout_ms: u64,
     /// Connecting and logging in to a backend must finish within this. Default 5000.
     pub connect_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, sessions get this long to finish their transaction
+    /// before they are closed with 57P01. Default 30000.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -111,6 +114,7 @@ impl Default for Limits {
             max_message_size: 64 << 20,
             login_timeout_ms: 15_000,
             connect_timeout_ms: 5_000,
+            shutdown_timeout_ms: 30_000,
         }
     }
 }

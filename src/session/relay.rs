@@ -156,6 +156,8 @@ impl Relay<'_> {
         // register and drop a waiter on state shared by every session.
         let shutdown = self.upstream.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
+        let hard_stop = self.upstream.shared.hard_stop.clone().cancelled_owned();
+        tokio::pin!(hard_stop);
         let mut routing = self.upstream.shared.topology.subscribe_routing();
         routing.mark_unchanged();
         let mut routing_change = Box::pin(next_change(routing));
@@ -190,6 +192,13 @@ impl Relay<'_> {
                         self.on_routing_change(phase, &d).await?;
                     }
                     continue;
+                }
+                _ = &mut hard_stop => {
+                    // The grace period is over: whatever is in flight is
+                    // cancelled and an open transaction rolls back with the
+                    // server connection.
+                    self.upstream.abandon(!phase.is_idle());
+                    return Err(d.fail(SessionError::Shutdown));
                 }
                 _ = &mut shutdown, if !draining => {
                     // Close at the next idle point (now, if idle).
@@ -381,8 +390,8 @@ impl Relay<'_> {
         // finishes its transaction where it is.
         if idle || self.upstream.listener == Listener::ReadWrite {
             let error = moved_error(&snapshot, self.upstream.listener, server);
-            self.upstream.server = None;
-            self.upstream.cancel.slot().set(None);
+            // Stop a statement still running on the former primary.
+            self.upstream.abandon(!idle);
             return Err(d.fail(error));
         }
         Ok(())
@@ -626,6 +635,17 @@ impl Upstream<'_> {
         }
     }
 
+    /// Drops the server connection without a goodbye; if a statement may be
+    /// running on it, cancels that on the server so it does not run on.
+    fn abandon(&mut self, busy: bool) {
+        self.cancel.slot().set(None);
+        if let Some(server) = self.server.take() {
+            if busy {
+                tokio::spawn(send_cancel(server.cancel_target(), Duration::from_secs(5)));
+            }
+        }
+    }
+
     /// Drops the server connection at an idle point, saying goodbye politely.
     async fn detach(&mut self, why: &str) {
         if let Some(mut server) = self.server.take() {
@@ -639,13 +659,9 @@ impl Upstream<'_> {
 
     async fn finish(&mut self, outcome: &Outcome) {
         match outcome {
-            Outcome::ClientGone { busy: true } => {
-                if let Some(server) = self.server.take() {
-                    // Stop the orphaned query so its server connection ends now
-                    // rather than when the query finishes.
-                    tokio::spawn(send_cancel(server.cancel_target(), Duration::from_secs(5)));
-                }
-            }
+            // Stop the orphaned query so its server connection ends now rather
+            // than when the query finishes.
+            Outcome::ClientGone { busy: true } => self.abandon(true),
             _ => self.detach("the session ended").await,
         }
         self.cancel.slot().set(None);
