@@ -1,0 +1,122 @@
+//! The real binary, as operators run it: config file, signals, exit code.
+
+mod common;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Kills the child if the test ends early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        pgsplit::testbed::Cluster::start(pgsplit::testbed::ClusterOptions {
+            replicas: 0,
+            extra_conf: vec![],
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (rw, ro, admin) = (free_port(), free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("pgsplit-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pgsplit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nread_write = \"127.0.0.1:{rw}\"\nread_only = \"127.0.0.1:{ro}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             [limits]\nshutdown_timeout_ms = 10000\n[health]\ninterval_ms = 200\n\
+             [[backends]]\nname = \"pg1\"\naddress = \"127.0.0.1:{}\"\n[[users]]\nname = \"app\"\npassword_env = \"PGSPLIT_TEST_PW\"\n",
+            cluster.node(0).port
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+        .env("PGSPLIT_TEST_PW", "app")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut proc = Running(child);
+    let ready = || async {
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await else {
+            return false;
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.starts_with("HTTP/1.1 200")
+    };
+    eventually(Duration::from_secs(15), "the binary is ready", ready).await;
+
+    let mut pg = tokio_postgres::Config::new();
+    pg.host("127.0.0.1")
+        .port(rw)
+        .user("app")
+        .password("app")
+        .dbname("app");
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE bin(id int); BEGIN; INSERT INTO bin VALUES (7)")
+        .await
+        .unwrap();
+
+    let pid = proc.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Readiness goes first; the open transaction still commits.
+    eventually(
+        Duration::from_secs(5),
+        "/readyz stops saying 200",
+        || async { !ready().await },
+    )
+    .await;
+    client.batch_execute("COMMIT").await.unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pgsplit did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(
+        cluster.psql_db(0, "app", "SELECT id FROM bin").unwrap(),
+        "7"
+    );
+    let mut log = String::new();
+    std::io::Read::read_to_string(proc.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.lines().all(|l| l.starts_with('{')), "JSON logs: {log}");
+    assert!(log.contains("shutting down"), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
