@@ -646,10 +646,18 @@ impl Upstream<'_> {
         }
     }
 
-    /// Drops the server connection at an idle point, saying goodbye politely.
+    /// Moves off the server connection at an idle point (logged: the session
+    /// goes on elsewhere).
     async fn detach(&mut self, why: &str) {
+        if let Some(server) = &self.server {
+            tracing::info!(backend = %server.name, listener = self.listener.as_str(), "leaving server: {why}");
+        }
+        self.close_server().await;
+    }
+
+    /// Drops the server connection, saying goodbye politely.
+    async fn close_server(&mut self) {
         if let Some(mut server) = self.server.take() {
-            tracing::info!(backend = %server.name, listener = self.listener.as_str(), "detaching from server: {why}");
             self.cancel.slot().set(None);
             let mut out = BytesMut::new();
             encode::terminate(&mut out);
@@ -662,7 +670,7 @@ impl Upstream<'_> {
             // Stop the orphaned query so its server connection ends now rather
             // than when the query finishes.
             Outcome::ClientGone { busy: true } => self.abandon(true),
-            _ => self.detach("the session ended").await,
+            _ => self.close_server().await,
         }
         self.cancel.slot().set(None);
     }
