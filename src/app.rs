@@ -35,6 +35,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Set when the shutdown grace period is over; busy sessions get 57P01.
     pub hard_stop: CancellationToken,
+    /// True while paused: new transactions wait (see [`Shared::wait_unpaused`]).
+    paused: tokio::sync::watch::Sender<bool>,
     /// Clients admitted and not yet gone.
     clients: AtomicUsize,
     /// Clients over the limit that are being told so.
@@ -84,6 +86,42 @@ impl Shared {
 
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Acquire)
+    }
+
+    /// Holds new transactions (and new server connections) until [`Shared::resume`].
+    pub fn pause(&self) {
+        if !self.paused.send_replace(true) {
+            tracing::warn!("paused: new transactions wait for POST /resume");
+        }
+    }
+
+    pub fn resume(&self) {
+        if self.paused.send_replace(false) {
+            tracing::warn!("resumed");
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Returns at once when not paused; else waits for a resume up to
+    /// `limits.pause_timeout_ms`. Err(ms) when the pause outlasted it.
+    pub async fn wait_unpaused(&self) -> Result<(), u64> {
+        if !self.is_paused() {
+            return Ok(());
+        }
+        let ms = self.config.load().limits.pause_timeout_ms;
+        let mut rx = self.paused.subscribe();
+        let resumed =
+            tokio::time::timeout(Duration::from_millis(ms), rx.wait_for(|paused| !paused))
+                .await
+                .is_ok();
+        if resumed {
+            Ok(())
+        } else {
+            Err(ms)
+        }
     }
 }
 
@@ -146,6 +184,7 @@ impl Proxy {
             tls,
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            paused: tokio::sync::watch::channel(false).0,
             clients: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),

@@ -57,6 +57,7 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 struct Status<'a> {
     version: &'static str,
     draining: bool,
+    paused: bool,
     client_connections: usize,
     primary: Option<&'a str>,
     topology: &'a crate::topology::Snapshot,
@@ -64,8 +65,21 @@ struct Status<'a> {
 
 fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
+    if req.method() == Method::POST {
+        return match req.uri().path() {
+            "/pause" => {
+                shared.pause();
+                reply(StatusCode::OK, TEXT, "paused\n")
+            }
+            "/resume" => {
+                shared.resume();
+                reply(StatusCode::OK, TEXT, "resumed\n")
+            }
+            _ => reply(StatusCode::NOT_FOUND, TEXT, "POST /pause or /resume\n"),
+        };
+    }
     if req.method() != Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
+        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or POST only\n");
     }
     let snapshot = shared.topology.snapshot();
     match req.uri().path() {
@@ -88,6 +102,7 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let status = Status {
                 version: env!("CARGO_PKG_VERSION"),
                 draining: shared.shutdown.is_cancelled(),
+                paused: shared.is_paused(),
                 client_connections: shared.client_count(),
                 primary: snapshot.primary.map(|p| snapshot.backends[p].name.as_str()),
                 topology: &snapshot,

@@ -105,6 +105,9 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, sessions get this long to finish their transaction
     /// before they are closed with 57P01. Default 30000.
     pub shutdown_timeout_ms: u64,
+    /// While pgsplit is paused (`POST /pause`), a new transaction waits this
+    /// long for `POST /resume` before it fails with 57P03. Default 60000.
+    pub pause_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -115,6 +118,7 @@ impl Default for Limits {
             login_timeout_ms: 15_000,
             connect_timeout_ms: 5_000,
             shutdown_timeout_ms: 30_000,
+            pause_timeout_ms: 60_000,
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum SessionError {
     PrimaryChanged { old: String, new: Option<String> },
     #[error("pgsplit ended this session: backend {backend} {why}, and the session's state (prepared statements, settings, LISTEN, ...) cannot move to another server; reconnect")]
     Moved { backend: String, why: String },
+    #[error("pgsplit is paused for maintenance and was not resumed within limits.pause_timeout_ms ({ms} ms)")]
+    PauseTimeout { ms: u64 },
     #[error("terminating connection because pgsplit is shutting down")]
     Shutdown,
     #[error("client closed the connection")]
@@ -75,6 +77,7 @@ impl SessionError {
             | SessionError::PrimaryChanged { .. }
             | SessionError::Moved { .. } => sqlstate::CONNECTION_FAILURE,
             SessionError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+            SessionError::PauseTimeout { .. } => sqlstate::CANNOT_CONNECT_NOW,
             SessionError::Tls(_) | SessionError::ClientGone | SessionError::ClientIo(_) => {
                 return None
             }
@@ -105,7 +108,9 @@ impl SessionError {
             | SessionError::ServerLost { .. }
             | SessionError::PrimaryChanged { .. }
             | SessionError::Moved { .. } => ErrorKind::Server,
-            SessionError::TooManyClients { .. } | SessionError::Shutdown => ErrorKind::Service,
+            SessionError::TooManyClients { .. }
+            | SessionError::Shutdown
+            | SessionError::PauseTimeout { .. } => ErrorKind::Service,
         }
     }
 }

@@ -188,6 +188,10 @@ async fn log_in<'a>(
         server_params,
         cancel,
     };
+    shared
+        .wait_unpaused()
+        .await
+        .map_err(|ms| SessionError::PauseTimeout { ms })?;
     upstream.attach().await?;
     let server = upstream.server.as_ref().expect("attached");
     who.backend = server.name.clone();

@@ -220,6 +220,13 @@ impl Relay<'_> {
                             .map_err(|e| d.fail(e.into()))?;
                     if forward > 0 {
                         if idle_before {
+                            // A new transaction: held while paused.
+                            if let Err(ms) = self.upstream.shared.wait_unpaused().await {
+                                return Err(Failure {
+                                    error: SessionError::PauseTimeout { ms },
+                                    can_tell: true,
+                                });
+                            }
                             // Nothing is in flight: a safe point to change servers.
                             self.upstream
                                 .ensure_server(d.state)

@@ -212,11 +212,22 @@ impl Env {
 
     /// GET `path` on the admin port; returns (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path).await
+    }
+
+    /// POST `path` (no body) on the admin port; returns (status, body).
+    pub async fn http_post(&self, path: &str) -> (u16, String) {
+        self.http("POST", path).await
+    }
+
+    async fn http(&self, method: &str, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.admin)
             .await
             .expect("admin port");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
