@@ -37,6 +37,12 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
     /// True while paused: new transactions wait (see [`Shared::wait_unpaused`]).
     paused: tokio::sync::watch::Sender<bool>,
+    /// Stops the current generation of probes (a child of `shutdown`).
+    probe_stop: std::sync::Mutex<CancellationToken>,
+    /// Where `reload_file` reads from.
+    config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// Configurations applied since start (0 = the first).
+    config_generation: std::sync::atomic::AtomicU64,
     /// Clients admitted and not yet gone.
     clients: AtomicUsize,
     /// Clients over the limit that are being told so.
@@ -86,6 +92,85 @@ impl Shared {
 
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Acquire)
+    }
+
+    /// How many configurations were applied since start (0 = the first).
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation.load(Ordering::Acquire)
+    }
+
+    /// Sets the file [`Shared::reload_file`] reads.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        *self.config_path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// Reads, validates and applies the configuration file (SIGHUP, POST
+    /// /reload). A bad file changes nothing; the error says why.
+    pub fn reload_file(&self) -> Result<String, String> {
+        let path = self
+            .config_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(path) = path else {
+            return Err("no configuration file to reload (started without --config)".into());
+        };
+        match Config::load(&path) {
+            Ok(config) => Ok(self.reload(config)),
+            Err(e) => {
+                self.metrics.config_reload("error");
+                tracing::error!(error = %e, "configuration reload refused; keeping the running configuration");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Applies a validated configuration: users and passwords, limits, auth
+    /// method, health thresholds, routing settings, backends added or removed,
+    /// weights. Sessions read it at their next login or transaction; those whose
+    /// backend no longer fits move at their next idle point. Listen addresses,
+    /// TLS files and worker threads need a restart: named in the log and the
+    /// returned summary.
+    pub fn reload(&self, new: Config) -> String {
+        let old = self.config.load_full();
+        let mut restart = Vec::new();
+        if old.listen.read_write != new.listen.read_write {
+            restart.push("listen.read_write");
+        }
+        if old.listen.read_only != new.listen.read_only {
+            restart.push("listen.read_only");
+        }
+        if old.listen.admin != new.listen.admin {
+            restart.push("listen.admin");
+        }
+        if format!("{:?}", old.tls) != format!("{:?}", new.tls) {
+            restart.push("tls");
+        }
+        if old.runtime.worker_threads != new.runtime.worker_threads {
+            restart.push("runtime.worker_threads");
+        }
+        self.users.store(Arc::new(Users::from_config(&new)));
+        let generation = self.topology.reconfigure(&new);
+        {
+            let mut stop = self.probe_stop.lock().unwrap_or_else(|p| p.into_inner());
+            stop.cancel();
+            *stop = self.shutdown.child_token();
+            crate::topology::probe::spawn_all(&self.topology, &new, generation, &stop);
+        }
+        let backends = new.backends.len();
+        self.config.store(Arc::new(new));
+        let n = self.config_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.config_reload("success");
+        let summary = if restart.is_empty() {
+            format!("configuration {n} applied ({backends} backends)")
+        } else {
+            format!(
+                "configuration {n} applied ({backends} backends); these changes need a restart and were not applied: {}",
+                restart.join(", ")
+            )
+        };
+        tracing::warn!("{summary}");
+        summary
     }
 
     /// Holds new transactions (and new server connections) until [`Shared::resume`].
@@ -185,13 +270,26 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             paused: tokio::sync::watch::channel(false).0,
+            probe_stop: std::sync::Mutex::new(CancellationToken::new()),
+            config_path: std::sync::Mutex::new(None),
+            config_generation: std::sync::atomic::AtomicU64::new(0),
             clients: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),
         });
         let tracker = TaskTracker::new();
         let config = shared.config.load_full();
-        crate::topology::probe::spawn_all(&shared.topology, &config, &shared.shutdown, &tracker);
+        let probe_stop = shared
+            .probe_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        crate::topology::probe::spawn_all(
+            &shared.topology,
+            &config,
+            shared.topology.probe_generation(),
+            &probe_stop,
+        );
         for (listener, kind) in [(rw, Listener::ReadWrite), (ro, Listener::ReadOnly)] {
             tracker.spawn(accept_loop(
                 listener,

@@ -105,6 +105,15 @@ fn run(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
         let workers = workers.clone();
         async move {
             let proxy = Proxy::start_with(config, Some(workers)).await?;
+            proxy.shared.set_config_path(path.clone());
+            // SIGHUP: reload the file; a bad one is refused and logged.
+            let shared = proxy.shared.clone();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = shared.reload_file();
+                }
+            });
             wait_for_signal().await;
             tracing::info!("shutting down");
             proxy.shutdown(grace).await;

@@ -69,6 +69,12 @@ pub struct Metrics {
     primaries_seen: Gauge,
     /// Changes of the elected primary; incremented by the topology.
     pub primary_changes: Counter,
+    config_reloads: Family<ResultLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -139,6 +145,12 @@ impl Metrics {
             "Changes of the primary pgsplit writes to",
             primary_changes.clone(),
         );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "pgsplit_config_reloads",
+            "Configuration reloads, by result (success, error)",
+            config_reloads.clone(),
+        );
         let primaries_seen = Gauge::default();
         registry.register(
             "pgsplit_primaries_seen",
@@ -178,7 +190,15 @@ impl Metrics {
             backend_lag_seconds,
             primaries_seen,
             primary_changes,
+            config_reloads,
         }
+    }
+
+    /// Counts a configuration reload.
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn listener(&self, l: Listener) -> &ListenerMetrics {

@@ -58,6 +58,7 @@ struct Status<'a> {
     version: &'static str,
     draining: bool,
     paused: bool,
+    config_generation: u64,
     client_connections: usize,
     primary: Option<&'a str>,
     topology: &'a crate::topology::Snapshot,
@@ -75,7 +76,19 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 shared.resume();
                 reply(StatusCode::OK, TEXT, "resumed\n")
             }
-            _ => reply(StatusCode::NOT_FOUND, TEXT, "POST /pause or /resume\n"),
+            "/reload" => match shared.reload_file() {
+                Ok(summary) => reply(StatusCode::OK, TEXT, summary + "\n"),
+                Err(e) => reply(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("reload refused: {e}\n"),
+                ),
+            },
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "POST /pause, /resume or /reload\n",
+            ),
         };
     }
     if req.method() != Method::GET {
@@ -103,6 +116,7 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 version: env!("CARGO_PKG_VERSION"),
                 draining: shared.shutdown.is_cancelled(),
                 paused: shared.is_paused(),
+                config_generation: shared.config_generation(),
                 client_connections: shared.client_count(),
                 primary: snapshot.primary.map(|p| snapshot.backends[p].name.as_str()),
                 topology: &snapshot,

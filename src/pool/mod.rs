@@ -22,6 +22,8 @@ pub struct ServerConn {
     /// Index of the configured backend.
     pub backend: usize,
     pub name: String,
+    /// The configured `host:port`.
+    pub address: String,
     pub addr: SocketAddr,
     /// The server's own cancel key.
     pub key: CancelKey,
@@ -143,6 +145,7 @@ pub async fn connect(
             stream,
             backend: target.backend,
             name: target.name.clone(),
+            address: target.address.clone(),
             addr,
             key: login.key,
             parameters: login.parameters,

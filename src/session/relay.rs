@@ -685,15 +685,19 @@ impl Upstream<'_> {
 
 /// Whether `server` may keep serving a session on `listener`.
 fn eligible(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> bool {
+    // Backends are matched by name and address, not index: a reload may
+    // add or remove backends and shift the indexes.
+    let is = |i: usize| {
+        snapshot.backends[i].name == server.name && snapshot.backends[i].address == server.address
+    };
+    let primary = snapshot.primary.is_some_and(is);
     match listener {
-        Listener::ReadWrite => snapshot.primary == Some(server.backend),
+        Listener::ReadWrite => primary,
         // A read-only session on the primary as a fallback (not because the
         // primary serves reads) moves as soon as anything else may serve it.
         Listener::ReadOnly => {
-            snapshot.readable(server.backend)
-                || (server.read_only
-                    && snapshot.primary == Some(server.backend)
-                    && snapshot.read_schedule.is_empty())
+            snapshot.read_schedule.iter().any(|&i| is(i))
+                || (server.read_only && primary && snapshot.read_schedule.is_empty())
         }
     }
 }
@@ -707,7 +711,12 @@ fn moved_error(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> 
         },
         Listener::ReadOnly => SessionError::Moved {
             backend: server.name.clone(),
-            why: match snapshot.backends[server.backend].reason.as_deref() {
+            why: match snapshot
+                .backends
+                .iter()
+                .find(|b| b.name == server.name)
+                .and_then(|b| b.reason.as_deref())
+            {
                 Some(reason) => format!("left read rotation ({reason})"),
                 None => "no longer serves reads".into(),
             },

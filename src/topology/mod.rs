@@ -178,6 +178,9 @@ struct State {
     /// The last backend elected primary, kept through gaps with none.
     last_elected: Option<usize>,
     last_schedule: Vec<usize>,
+    /// Probes report with the generation they were started for; reports from
+    /// probes of an older backend list are ignored.
+    probe_generation: u64,
 }
 
 impl Topology {
@@ -200,6 +203,7 @@ impl Topology {
             last_primary: None,
             last_elected: None,
             last_schedule: Vec::new(),
+            probe_generation: 0,
         };
         let first = state.build();
         Arc::new(Topology {
@@ -236,10 +240,69 @@ impl Topology {
         Some(snapshot.read_schedule[n % snapshot.read_schedule.len()])
     }
 
+    /// The probe generation new probes must report with.
+    pub fn probe_generation(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .probe_generation
+    }
+
+    /// Takes a new configuration: backends added or removed (matched by name
+    /// and address, which keep their health history), weights, thresholds and
+    /// routing settings. Publishes a new snapshot with a new routing epoch, so
+    /// sessions re-check where they are. Returns the probe generation the new
+    /// probes must use; older probes' reports are ignored from now on.
+    pub fn reconfigure(&self, config: &Config) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let names: Vec<(String, String, u32)> = config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.address.clone(), b.weight))
+            .collect();
+        let old_index = |name: &str, address: &str| {
+            state
+                .names
+                .iter()
+                .position(|(n, a, _)| n == name && a == address)
+        };
+        let map: Vec<Option<usize>> = names.iter().map(|(n, a, _)| old_index(n, a)).collect();
+        let remap = |old: usize| map.iter().position(|m| *m == Some(old));
+        state.trackers = map
+            .iter()
+            .map(|m| m.map(|i| state.trackers[i].clone()).unwrap_or_default())
+            .collect();
+        state.probed = map
+            .iter()
+            .map(|m| m.is_some_and(|i| state.probed[i]))
+            .collect();
+        state.last_primary = state.last_primary.and_then(remap);
+        state.last_elected = state.last_elected.and_then(remap);
+        state.last_schedule.clear();
+        state.names = names;
+        state.health = config.health.clone();
+        state.routing = config.routing.clone();
+        state.probe_generation += 1;
+        state.generation += 1;
+        state.routing_epoch += 1;
+        let snapshot = state.build();
+        state.last_primary = snapshot.primary;
+        state.last_schedule = snapshot.read_schedule.clone();
+        let (generation, probe_generation) = (snapshot.generation, state.probe_generation);
+        self.current.store(Arc::new(snapshot));
+        drop(state);
+        self.published.send_replace(generation);
+        self.routing.send_replace(generation);
+        probe_generation
+    }
+
     /// Records a probe result for backend `index` and publishes the new
     /// snapshot. Logs every change of role, health or rotation once.
-    pub fn observe(&self, index: usize, observation: Observation) {
+    pub fn observe(&self, probe_generation: u64, index: usize, observation: Observation) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if probe_generation != state.probe_generation {
+            return;
+        }
         let primary_lsn = state
             .last_primary
             .and_then(|p| state.trackers[p].reading.as_ref())

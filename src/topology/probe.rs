@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::time::{timeout, MissedTickBehavior};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{Lsn, Observation, Reading, Topology};
 use crate::config::Config;
@@ -31,12 +30,13 @@ pub fn split_address(address: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
-/// Starts a probe task per configured backend; they stop on `shutdown`.
+/// Starts a probe task per configured backend, reporting with `generation`
+/// (see `Topology::reconfigure`); they stop on `stop`.
 pub fn spawn_all(
     topology: &Arc<Topology>,
     config: &Config,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
+    generation: u64,
+    stop: &CancellationToken,
 ) {
     let user = config.health_user();
     for (index, backend) in config.backends.iter().enumerate() {
@@ -54,16 +54,17 @@ pub fn spawn_all(
             pg.password(p.expose());
         }
         let probe = Probe {
+            generation,
             index,
             pg,
             topology: topology.clone(),
             interval: Duration::from_millis(config.health.interval_ms),
             timeout: Duration::from_millis(config.health.timeout_ms),
         };
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        let stop = stop.clone();
+        tokio::spawn(async move {
             tokio::select! {
-                _ = shutdown.cancelled() => {}
+                _ = stop.cancelled() => {}
                 _ = probe.run() => {}
             }
         });
@@ -71,6 +72,7 @@ pub fn spawn_all(
 }
 
 struct Probe {
+    generation: u64,
     index: usize,
     pg: tokio_postgres::Config,
     topology: Arc<Topology>,
@@ -107,7 +109,8 @@ impl Probe {
                     Observation::Down { error }
                 }
             };
-            self.topology.observe(self.index, observation);
+            self.topology
+                .observe(self.generation, self.index, observation);
         }
     }
 

@@ -95,10 +95,10 @@ fn up(in_recovery: bool, timeline: u32) -> Observation {
 fn snapshots_follow_observations_and_fence_the_old_primary() {
     let topo = Topology::new(&config(3), Counter::default());
     let mut routing = topo.subscribe_routing();
-    topo.observe(0, up(false, 1));
-    topo.observe(1, up(true, 0));
+    topo.observe(0, 0, up(false, 1));
+    topo.observe(0, 1, up(true, 0));
     assert!(!topo.snapshot().complete);
-    topo.observe(2, up(true, 0));
+    topo.observe(0, 2, up(true, 0));
     let s = topo.snapshot();
     assert!(s.complete);
     assert_eq!(s.primary, Some(0));
@@ -109,7 +109,7 @@ fn snapshots_follow_observations_and_fence_the_old_primary() {
     routing.mark_unchanged();
 
     // pg2 promoted while pg1 still runs: pg2 wins, pg1 is fenced.
-    topo.observe(1, up(false, 2));
+    topo.observe(0, 1, up(false, 2));
     let s = topo.snapshot();
     assert_eq!(s.primary, Some(1));
     assert_eq!(s.primaries_seen, 2);
@@ -120,6 +120,46 @@ fn snapshots_follow_observations_and_fence_the_old_primary() {
 
     // The same probe again changes nothing routing-wise.
     routing.mark_unchanged();
-    topo.observe(1, up(false, 2));
+    topo.observe(0, 1, up(false, 2));
     assert!(!routing.has_changed().unwrap());
+}
+
+#[test]
+fn reconfigure_keeps_history_by_name_and_ignores_old_probes() {
+    let topo = Topology::new(&config(3), Counter::default());
+    topo.observe(0, 0, up(false, 1));
+    topo.observe(0, 1, up(true, 0));
+    topo.observe(0, 2, up(true, 0));
+    // Drop pg2, keep pg1 and pg3 (now at index 1), add pg4.
+    let mut c = config(3);
+    c.backends.remove(1);
+    c.backends.push(crate::config::Backend {
+        name: "pg4".into(),
+        address: "h:4".into(),
+        weight: 1,
+    });
+    let generation = topo.reconfigure(&c);
+    assert_eq!(generation, 1);
+    let s = topo.snapshot();
+    assert_eq!(
+        s.backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
+        ["pg1", "pg3", "pg4"]
+    );
+    assert_eq!(s.primary, Some(0));
+    assert!(s.backends[1].in_rotation, "pg3 keeps its state");
+    assert!(!s.complete, "pg4 is not probed yet");
+    // A probe of the old list reporting for index 1 (was pg2) changes nothing.
+    topo.observe(
+        0,
+        1,
+        Observation::Down {
+            error: "old probe".into(),
+        },
+    );
+    assert!(topo.snapshot().backends[1].last_error.is_none());
+    topo.observe(1, 2, up(true, 0));
+    assert!(topo.snapshot().complete);
 }
