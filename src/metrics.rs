@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
@@ -26,6 +27,28 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    listener: &'static str,
+    target: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    backend: String,
+    state: &'static str,
+}
+
+/// Holds one `pgsplit_server_connections{state="in_use"}` while alive.
+#[derive(Debug)]
+pub struct InUse(Gauge);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: &'static str,
 }
@@ -40,9 +63,14 @@ struct BackendLabel {
 pub struct ListenerMetrics {
     pub listener: Listener,
     pub connections: Gauge,
+    pub connections_total: Counter,
     errors: Family<ErrorLabels, Counter>,
     pub bytes_to_server: Counter,
     pub bytes_to_client: Counter,
+    /// Request-to-ReadyForQuery time, for requests served by the primary.
+    pub duration_primary: Histogram,
+    /// The same for requests served by a replica.
+    pub duration_replica: Histogram,
 }
 
 impl ListenerMetrics {
@@ -70,6 +98,7 @@ pub struct Metrics {
     /// Changes of the elected primary; incremented by the topology.
     pub primary_changes: Counter,
     config_reloads: Family<ResultLabel, Counter>,
+    server_connections: Family<ServerLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +125,31 @@ impl Metrics {
             "pgsplit_client_connections",
             "Client connections open now",
             connections.clone(),
+        );
+        // Same family name as the gauge: the exposition (0.0.4 text, see
+        // `render`) names its samples pgsplit_client_connections_total.
+        let connections_total = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "pgsplit_client_connections",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
+        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                10.0,
+            ])
+        });
+        registry.register(
+            "pgsplit_statement_duration_seconds",
+            "Time from a request to its ReadyForQuery, by listener and target",
+            durations.clone(),
+        );
+        let server_connections = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "pgsplit_server_connections",
+            "Server connections, by backend and state",
+            server_connections.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
@@ -168,16 +222,35 @@ impl Metrics {
                 direction: "server_to_client",
             })
             .clone();
-        let listener = |l: Listener| ListenerMetrics {
-            listener: l,
-            connections: connections
-                .get_or_create(&ListenerLabel {
-                    listener: l.as_str(),
-                })
-                .clone(),
-            errors: errors.clone(),
-            bytes_to_server: to_server.clone(),
-            bytes_to_client: to_client.clone(),
+        // Each lookup's guard must be released before the next one (a
+        // get_or_create that inserts takes the family's write lock), so every
+        // handle is cloned out in its own statement.
+        let listener = |l: Listener| {
+            let name = ListenerLabel {
+                listener: l.as_str(),
+            };
+            let connections_now = connections.get_or_create(&name).clone();
+            let accepted = connections_total.get_or_create(&name).clone();
+            let duration = |target| {
+                durations
+                    .get_or_create(&DurationLabels {
+                        listener: l.as_str(),
+                        target,
+                    })
+                    .clone()
+            };
+            let duration_primary = duration("primary");
+            let duration_replica = duration("replica");
+            ListenerMetrics {
+                listener: l,
+                connections: connections_now,
+                connections_total: accepted,
+                errors: errors.clone(),
+                bytes_to_server: to_server.clone(),
+                bytes_to_client: to_client.clone(),
+                duration_primary,
+                duration_replica,
+            }
         };
         Metrics {
             read_write: listener(Listener::ReadWrite),
@@ -191,7 +264,21 @@ impl Metrics {
             primaries_seen,
             primary_changes,
             config_reloads,
+            server_connections,
         }
+    }
+
+    /// Counts a server connection in use by a session until the guard drops.
+    pub fn server_in_use(&self, backend: &str) -> InUse {
+        let gauge = self
+            .server_connections
+            .get_or_create(&ServerLabels {
+                backend: backend.to_owned(),
+                state: "in_use",
+            })
+            .clone();
+        gauge.inc();
+        InUse(gauge)
     }
 
     /// Counts a configuration reload.
@@ -233,9 +320,61 @@ impl Metrics {
                 .set(b.lag_ms.unwrap_or(0) as f64 / 1000.0);
         }
         self.primaries_seen.set(snapshot.primaries_seen as i64);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        let mut open_metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        to_prometheus_text(&open_metrics)
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text format 0.0.4, which every
+/// scraper reads and which lets a gauge `x` and a counter `x_total` live side
+/// by side: counter and info families are named by their samples (`x_total`,
+/// `x_info`, typed counter and gauge), and `# EOF` goes.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let mut pending_help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            pending_help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                other => (name.to_owned(), other),
+            };
+            if let Some(help) = pending_help.take() {
+                let text = help.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_does_not_deadlock_and_renders_prometheus_text() {
+        let m = Metrics::new();
+        m.read_write.connections_total.inc();
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("# TYPE pgsplit_client_connections gauge"));
+        assert!(text.contains("# TYPE pgsplit_client_connections_total counter"));
+        assert!(text.contains("pgsplit_client_connections_total{listener=\"read_write\"} 1"));
+        assert!(text.contains("# TYPE pgsplit_build_info gauge"));
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -107,3 +107,91 @@ async fn sessions_on_worker_threads() {
         .await
         .unwrap();
 }
+
+/// The value of the sample `name` (with its labels, exactly) in a scrape.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} not in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let env = Env::start(Setup::default().replicas(1)).await;
+    let (_, before) = env.http_get("/metrics").await;
+    let rw = env.connect(env.rw).await;
+    let ro = env.connect(env.ro).await;
+    for _ in 0..5 {
+        rw.simple_query("SELECT 1").await.unwrap();
+        ro.simple_query("SELECT 1").await.unwrap();
+    }
+    let (status, after) = env.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        after.contains("# TYPE pgsplit_client_connections gauge"),
+        "{after}"
+    );
+    assert!(
+        after.contains("# TYPE pgsplit_client_connections_total counter"),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_client_connections{listener=\"read_write\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_client_connections_total{listener=\"read_only\"}"
+        ),
+        1.0
+    );
+    let durations =
+        "pgsplit_statement_duration_seconds_count{listener=\"read_write\",target=\"primary\"}";
+    assert!(sample(&after, durations) >= 5.0);
+    let replica =
+        "pgsplit_statement_duration_seconds_count{listener=\"read_only\",target=\"replica\"}";
+    assert!(sample(&after, replica) >= 5.0);
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_server_connections{backend=\"pg1\",state=\"in_use\"}"
+        ),
+        1.0
+    );
+    let up = "pgsplit_bytes_total{direction=\"client_to_server\"}";
+    assert!(sample(&after, up) > sample(&before, up));
+    assert_eq!(sample(&after, "pgsplit_backend_up{backend=\"pg2\"}"), 1.0);
+    assert_eq!(sample(&after, "pgsplit_build_info{version=\"0.1.0\"}"), 1.0);
+    // A wrong password is counted by SQLSTATE.
+    let mut wrong = env.pg_config(env.rw, "app");
+    wrong.password("nope");
+    let _ = connect_err(&wrong).await;
+    let (_, after) = env.http_get("/metrics").await;
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_client_errors_total{listener=\"read_write\",sqlstate=\"28P01\"}"
+        ),
+        1.0
+    );
+    drop((rw, ro));
+    eventually(
+        std::time::Duration::from_secs(5),
+        "server connections released",
+        || async {
+            let (_, m) = env.http_get("/metrics").await;
+            sample(
+                &m,
+                "pgsplit_server_connections{backend=\"pg1\",state=\"in_use\"}",
+            ) == 0.0
+        },
+    )
+    .await;
+}

@@ -108,7 +108,7 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/metrics" => reply(
             StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(&snapshot),
         ),
         "/status" => {

@@ -32,6 +32,8 @@ pub struct ServerConn {
     /// Logged in with `default_transaction_read_only = on` (a read-only
     /// session served by the primary).
     pub read_only: bool,
+    /// Counts this connection in `pgsplit_server_connections` while it lives.
+    pub in_use: Option<crate::metrics::InUse>,
 }
 
 impl ServerConn {
@@ -150,6 +152,7 @@ pub async fn connect(
             key: login.key,
             parameters: login.parameters,
             read_only: target.read_only,
+            in_use: None,
         })
     };
     tokio::time::timeout(timeout, work)

@@ -44,6 +44,7 @@ pub async fn serve(
     let started = Instant::now();
     let metrics = shared.metrics.listener(listener);
     metrics.connections.inc();
+    metrics.connections_total.inc();
     let mut stream = ClientStream::Plain(tcp);
     let mut who = Who::default();
     let result = run(&mut stream, listener, &shared, admission, &mut who).await;

@@ -139,6 +139,18 @@ impl Relay<'_> {
             .listener(self.upstream.listener)
     }
 
+    /// The duration histogram for where this session's requests run now.
+    fn duration(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        let metrics = self.metrics();
+        let on_primary = self.upstream.listener == Listener::ReadWrite
+            || self.upstream.server.as_ref().is_some_and(|s| s.read_only);
+        if on_primary {
+            &metrics.duration_primary
+        } else {
+            &metrics.duration_replica
+        }
+    }
+
     /// Runs until the client leaves, the server is lost mid-request, or
     /// shutdown finds the session idle.
     ///
@@ -215,6 +227,7 @@ impl Relay<'_> {
                 }
                 Io::ClientRead(Ok(_)) => {
                     let idle_before = phase.is_idle();
+                    let ready_before = matches!(phase, Phase::Ready(_));
                     let (forward, terminate) =
                         scan_client(&d.client_buf[d.to_server..], max, &mut phase, &mut d.state)
                             .map_err(|e| d.fail(e.into()))?;
@@ -235,6 +248,9 @@ impl Relay<'_> {
                                     error,
                                     can_tell: true,
                                 })?;
+                        }
+                        if ready_before && d.started.is_none() {
+                            d.started = Some(Instant::now());
                         }
                         d.to_server += forward;
                         self.try_send_to_server(&mut d)?;
@@ -302,6 +318,11 @@ impl Relay<'_> {
                                 can_tell: false,
                             })?;
                         *to_client += forward;
+                        if matches!(phase, Phase::Ready(_)) {
+                            if let Some(started) = d.started.take() {
+                                self.duration().observe(started.elapsed().as_secs_f64());
+                            }
+                        }
                     }
                     self.try_send_to_client(&mut d)?;
                 }
@@ -433,6 +454,8 @@ struct Duplex {
     server_fatal: bool,
     fatal_reason: Option<String>,
     state: SessionState,
+    /// When the request now in flight was sent (for the duration histogram).
+    started: Option<Instant>,
 }
 
 impl Default for Duplex {
@@ -447,6 +470,7 @@ impl Default for Duplex {
             server_fatal: false,
             fatal_reason: None,
             state: SessionState::Clean,
+            started: None,
         }
     }
 }
@@ -621,7 +645,8 @@ impl Upstream<'_> {
             )
             .await?;
             match pool::connect(&target, &self.user, &params, connect_timeout).await {
-                Ok(server) => {
+                Ok(mut server) => {
+                    server.in_use = Some(self.shared.metrics.server_in_use(&server.name));
                     self.cancel.slot().set(Some(server.cancel_target()));
                     self.server = Some(server);
                     return Ok(());
