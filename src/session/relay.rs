@@ -173,6 +173,11 @@ impl Relay<'_> {
         let mut routing = self.upstream.shared.topology.subscribe_routing();
         routing.mark_unchanged();
         let mut routing_change = Box::pin(next_change(routing));
+        // A second receiver, only peeked at before forwarding a request, so a
+        // request that arrives together with a routing change never reaches a
+        // backend the topology already retired (one atomic load).
+        let mut routing_peek = self.upstream.shared.topology.subscribe_routing();
+        routing_peek.mark_unchanged();
 
         let outcome = loop {
             if draining && phase.is_idle() && d.to_client == 0 && !d.client_dirty {
@@ -226,6 +231,10 @@ impl Relay<'_> {
                     }
                 }
                 Io::ClientRead(Ok(_)) => {
+                    if routing_peek.has_changed().unwrap_or(false) {
+                        routing_peek.mark_unchanged();
+                        self.on_routing_change(phase, &d).await?;
+                    }
                     let idle_before = phase.is_idle();
                     let ready_before = matches!(phase, Phase::Ready(_));
                     let (forward, terminate) =

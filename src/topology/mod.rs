@@ -291,8 +291,9 @@ impl Topology {
         let (generation, probe_generation) = (snapshot.generation, state.probe_generation);
         self.current.store(Arc::new(snapshot));
         drop(state);
-        self.published.send_replace(generation);
+        // Routing first: whoever sees the new generation also sees the change.
         self.routing.send_replace(generation);
+        self.published.send_replace(generation);
         probe_generation
     }
 
@@ -365,10 +366,11 @@ impl Topology {
         let generation = snapshot.generation;
         self.current.store(Arc::new(snapshot));
         drop(state);
-        self.published.send_replace(generation);
+        // Routing first: whoever sees the new generation also sees the change.
         if routing_changed {
             self.routing.send_replace(generation);
         }
+        self.published.send_replace(generation);
     }
 }
 
