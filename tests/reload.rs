@@ -31,12 +31,7 @@ async fn ro_ports(env: &Env, n: usize) -> BTreeSet<u16> {
     let mut seen = BTreeSet::new();
     for _ in 0..n {
         let c = env.connect(env.ro).await;
-        let p: i32 = c
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        seen.insert(p as u16);
+        seen.insert(served_by(&c).await);
     }
     seen
 }
@@ -81,14 +76,7 @@ async fn reload_changes_weights_adds_and_removes_backends_and_refuses_bad_files(
     // Weight 0 for pg3: no more reads there. A session already there moves.
     let on_pg3 = loop {
         let c = env.connect(env.ro).await;
-        if c.simple_query("SELECT 1").await.is_ok() && {
-            let p: i32 = c
-                .query_one("SELECT inet_server_port()", &[])
-                .await
-                .unwrap()
-                .get(0);
-            p as u16 == p3
-        } {
+        if served_by(&c).await == p3 {
             break c;
         }
     };

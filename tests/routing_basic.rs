@@ -70,12 +70,7 @@ async fn sessions_on_worker_threads() {
     };
     for _ in 0..4 {
         let rw = connect(proxy.read_write_addr.port()).await;
-        let port: i32 = rw
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(port, i32::from(cluster.node(0).port));
+        assert_eq!(served_by(&rw).await, cluster.node(0).port);
         let ro = connect(proxy.read_only_addr.port()).await;
         let in_recovery: bool = ro
             .query_one("SELECT pg_is_in_recovery()", &[])

@@ -63,13 +63,14 @@ mod files;
 mod node;
 
 pub use env::pg_bin_dir;
+pub use node::Node;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cleanup::{stop_server_hard, sweep_stale_dirs};
 use env::{pg_env, scrub_pg_env, server_cmd, PgEnv};
 use files::{
-    check_socket_path_len, check_traversable_by_others, copy_tree, create_unique_dir, log_tail,
-    make_dir, remove_dir_retrying, template_data_dir, write_file,
+    check_socket_path_len, check_traversable_by_others, copy_tree, create_unique_dir, make_dir,
+    remove_dir_retrying, template_data_dir, write_file,
 };
 use node::{
     conninfo_quote, create_replica, output_text, pg_ctl_start, replica_conninfo, sql_quote,
@@ -78,7 +79,6 @@ use node::{
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,37 +133,6 @@ impl Default for ClusterOptions {
             replicas: 2,
             extra_conf: Vec::new(),
         }
-    }
-}
-
-/// One PostgreSQL server of a [`Cluster`].
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// `pg1` (the initial primary), `pg2`, `pg3`, ... (the initial replicas).
-    /// Also the node's replication slot name and its `application_name` in
-    /// `pg_stat_replication` while it streams.
-    pub name: String,
-    /// TCP port on 127.0.0.1; fixed for the life of the cluster.
-    pub port: u16,
-    /// The node's data directory (inside [`Cluster::dir`]).
-    pub data_dir: PathBuf,
-    log_file: PathBuf,
-}
-
-impl Node {
-    /// The server log file (written by `pg_ctl -l`; appended across restarts).
-    pub fn log_file(&self) -> &Path {
-        &self.log_file
-    }
-
-    /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
-    /// The last `lines` lines of the server log (empty if there is none yet).
-    pub fn log_tail(&self, lines: usize) -> String {
-        log_tail(&self.log_file, lines)
     }
 }
 

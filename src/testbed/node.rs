@@ -3,10 +3,44 @@
 
 use super::env::{pick_port, server_cmd, PgEnv};
 use super::files::{last_lines, read_from, write_file};
-use super::{Node, LOG_TAIL_LINES, NODE_CONF, PG_CTL_WAIT_SECS, PORT_ATTEMPTS};
+use super::{LOG_TAIL_LINES, NODE_CONF, PG_CTL_WAIT_SECS, PORT_ATTEMPTS};
 use anyhow::{anyhow, Context, Result};
 use std::fs;
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use super::files::log_tail;
+
+/// One PostgreSQL server of a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `pg1` (the initial primary), `pg2`, `pg3`, ... (the initial replicas).
+    /// Also the node's replication slot name and its `application_name` in
+    /// `pg_stat_replication` while it streams.
+    pub name: String,
+    /// TCP port on 127.0.0.1; fixed for the life of the cluster.
+    pub port: u16,
+    /// The node's data directory (inside [`Cluster::dir`]).
+    pub data_dir: PathBuf,
+    pub(super) log_file: PathBuf,
+}
+
+impl Node {
+    /// The server log file (written by `pg_ctl -l`; appended across restarts).
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The last `lines` lines of the server log (empty if there is none yet).
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log_file, lines)
+    }
+}
 
 pub(super) struct StartError {
     port_in_use: bool,

@@ -6,6 +6,7 @@ use super::env::{pg_env, pick_port};
 use super::files::create_unique_dir;
 use super::node::start_new_node_with;
 use super::*;
+use std::net::{Ipv4Addr, SocketAddr};
 
 fn refuses(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(

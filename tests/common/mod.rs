@@ -436,3 +436,14 @@ pub async fn connect_err(config: &tokio_postgres::Config) -> tokio_postgres::Err
         Err(e) => e,
     }
 }
+
+/// The port of the server that answered, through the extended protocol (a
+/// named prepared statement: the session then holds server state).
+pub async fn served_by(c: &tokio_postgres::Client) -> u16 {
+    let port: i32 = c
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .expect("SELECT inet_server_port()")
+        .get(0);
+    port as u16
+}
