@@ -281,6 +281,21 @@ impl Metrics {
         InUse(gauge)
     }
 
+    /// Server connections to `backend`: (in use, idle in the pool).
+    pub fn server_counts(&self, backend: &str) -> (i64, i64) {
+        let count = |state| {
+            self.server_connections
+                .get(&ServerLabels {
+                    backend: backend.to_owned(),
+                    state,
+                })
+                .map_or(0, |g| g.get())
+        };
+        let in_use = count("in_use");
+        let idle = count("idle");
+        (in_use, idle)
+    }
+
     /// Counts a configuration reload.
     pub fn config_reload(&self, result: &'static str) {
         self.config_reloads

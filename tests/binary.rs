@@ -43,7 +43,7 @@ async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
         &config,
         format!(
             "[listen]\nread_write = \"127.0.0.1:{rw}\"\nread_only = \"127.0.0.1:{ro}\"\nadmin = \"127.0.0.1:{admin}\"\n\
-             [limits]\nshutdown_timeout_ms = 10000\n[health]\ninterval_ms = 200\n\
+             [limits]\nshutdown_timeout_ms = 10000\n[admin]\ntoken_env = \"PGSPLIT_TEST_TOKEN\"\n[health]\ninterval_ms = 200\n\
              [[backends]]\nname = \"pg1\"\naddress = \"127.0.0.1:{}\"\n[[users]]\nname = \"app\"\npassword_env = \"PGSPLIT_TEST_PW\"\n",
             cluster.node(0).port
         ),
@@ -52,6 +52,7 @@ async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
     let child = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
         .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
         .env("PGSPLIT_TEST_PW", "app")
+        .env("PGSPLIT_TEST_TOKEN", "s3cret-token")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -70,6 +71,35 @@ async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
         out.starts_with("HTTP/1.1 200")
     };
     eventually(Duration::from_secs(15), "the binary is ready", ready).await;
+    // /readyz (above) and /healthz need no token; the rest do.
+    let admin_get = |path: &'static str, auth: Option<&'static str>| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(admin_get("/healthz", None)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let refused = admin_get("/metrics", None).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(refused.contains("www-authenticate: Bearer"), "{refused}");
+    let wrong = admin_get("/status", Some("s3cret-tokex")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let metrics = admin_get("/metrics", Some("s3cret-token")).await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("pgsplit_build_info"), "{metrics}");
 
     let mut pg = tokio_postgres::Config::new();
     pg.host("127.0.0.1")
@@ -118,5 +148,28 @@ async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
     std::io::Read::read_to_string(proc.0.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.lines().all(|l| l.starts_with('{')), "JSON logs: {log}");
     assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        !log.contains("s3cret-token"),
+        "the token leaked into the log"
+    );
+    // One line for the session, with its traffic: a Query (CREATE; BEGIN;
+    // INSERT) and a COMMIT, both on the primary.
+    let ended: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("session ended"))
+                && v["fields"]["user"] == "app"
+        })
+        .collect();
+    assert_eq!(ended.len(), 1, "{log}");
+    let fields = &ended[0]["fields"];
+    assert_eq!(fields["to_primary"], 2, "{log}");
+    assert_eq!(fields["to_replica"], 0, "{log}");
+    assert!(fields["bytes_in"].as_u64().unwrap() > 50, "{log}");
+    assert!(fields["bytes_out"].as_u64().unwrap() > 20, "{log}");
+    assert_eq!(fields["listener"], "read_write", "{log}");
     std::fs::remove_dir_all(&dir).ok();
 }

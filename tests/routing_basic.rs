@@ -160,6 +160,24 @@ async fn metrics_move_with_traffic() {
         ),
         1.0
     );
+    // /status counts the same connections, per listener and per backend.
+    let (status, body) = env.http_get("/status").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listeners = json["listeners"].as_array().unwrap();
+    for l in listeners {
+        assert_eq!(l["client_connections"], 1, "{body}");
+    }
+    assert_eq!(listeners.len(), 2, "{body}");
+    for backend in ["pg1", "pg2"] {
+        let server = json["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["backend"] == backend)
+            .unwrap_or_else(|| panic!("{backend} in {body}"));
+        assert_eq!(server["in_use"], 1, "{body}");
+    }
     let up = "pgsplit_bytes_total{direction=\"client_to_server\"}";
     assert!(sample(&after, up) > sample(&before, up));
     assert_eq!(sample(&after, "pgsplit_backend_up{backend=\"pg2\"}"), 1.0);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
+use crate::route::Listener;
 
 /// Accepts admin connections until `stop`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
@@ -61,11 +62,60 @@ struct Status<'a> {
     config_generation: u64,
     client_connections: usize,
     primary: Option<&'a str>,
+    listeners: Vec<ListenerStatus>,
+    /// Server connections per backend, by state.
+    servers: Vec<ServerStatus<'a>>,
     topology: &'a crate::topology::Snapshot,
+}
+
+#[derive(Serialize)]
+struct ListenerStatus {
+    listener: &'static str,
+    address: String,
+    client_connections: i64,
+}
+
+#[derive(Serialize)]
+struct ServerStatus<'a> {
+    backend: &'a str,
+    /// Lent to a session now.
+    in_use: i64,
+    /// Logged in and waiting in the pool.
+    idle: i64,
+}
+
+/// Whether the request carries the configured bearer token (constant time in
+/// the token's content).
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let config = shared.config.load();
+    let Some(token) = config.admin.token.as_ref() else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !open && !authorized(shared, req) {
+        let mut response = reply(
+            StatusCode::UNAUTHORIZED,
+            TEXT,
+            "this endpoint needs Authorization: Bearer <admin.token>\n",
+        );
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"pgsplit\""),
+        );
+        return response;
+    }
     if req.method() == Method::POST {
         return match req.uri().path() {
             "/pause" => {
@@ -119,6 +169,19 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 config_generation: shared.config_generation(),
                 client_connections: shared.client_count(),
                 primary: snapshot.primary.map(|p| snapshot.backends[p].name.as_str()),
+                listeners: listener_status(shared),
+                servers: snapshot
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let (in_use, idle) = shared.metrics.server_counts(&b.name);
+                        ServerStatus {
+                            backend: &b.name,
+                            in_use,
+                            idle,
+                        }
+                    })
+                    .collect(),
                 topology: &snapshot,
             };
             let body = serde_json::to_string_pretty(&status)
@@ -131,4 +194,19 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "not found: try /healthz /readyz /metrics /status\n",
         ),
     }
+}
+
+fn listener_status(shared: &Shared) -> Vec<ListenerStatus> {
+    let config = shared.config.load();
+    [
+        (Listener::ReadWrite, config.listen.read_write),
+        (Listener::ReadOnly, config.listen.read_only),
+    ]
+    .into_iter()
+    .map(|(listener, address)| ListenerStatus {
+        listener: listener.as_str(),
+        address: address.to_string(),
+        client_connections: shared.metrics.listener(listener).connections.get(),
+    })
+    .collect()
 }

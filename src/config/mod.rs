@@ -57,6 +57,8 @@ pub struct Config {
     #[serde(default)]
     pub routing: Routing,
     #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
     pub runtime: Runtime,
     /// The Postgres nodes. Roles are discovered, never configured.
     #[serde(default)]
@@ -255,6 +257,21 @@ fn one() -> u32 {
     1
 }
 
+/// `[admin]`: the admin HTTP endpoints. Reloadable.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// When set, every endpoint but `/healthz` and `/readyz` (which
+    /// orchestrators probe without credentials) requires
+    /// `Authorization: Bearer <token>`. Default: none (bind the admin
+    /// address to loopback or a private network instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Read the token from this environment variable instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
 /// `[[users]]`: a login.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -325,6 +342,27 @@ impl Config {
         &mut self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
+        match (&self.admin.token, &self.admin.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "admin.token_env",
+                    "set either token or token_env, not both",
+                ))
+            }
+            (None, Some(var)) => {
+                let value = env(var).ok_or_else(|| {
+                    invalid(
+                        "admin.token_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                self.admin.token = Some(Secret(value));
+            }
+            _ => {}
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.0.is_empty()) {
+            return Err(invalid("admin.token", "must not be empty"));
+        }
         for (i, user) in self.users.iter_mut().enumerate() {
             match (&user.password, &user.password_env) {
                 (Some(_), Some(_)) => {
@@ -465,6 +503,9 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted (for `--check`).
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        if shown.admin.token_env.is_some() {
+            shown.admin.token = None;
+        }
         for u in &mut shown.users {
             if u.password_env.is_some() {
                 u.password = None;

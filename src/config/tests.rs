@@ -93,3 +93,19 @@ fn password_env_is_resolved() {
     assert_eq!(c.users[0].password.as_ref().unwrap().expose(), "from-env");
     assert!(!c.to_redacted_toml().contains("from-env"));
 }
+
+#[test]
+fn admin_token_from_env_is_resolved_and_redacted() {
+    let mut c: Config =
+        toml::from_str(&format!("{ISSUE_EXAMPLE}\n[admin]\ntoken_env = \"TOK\"\n")).unwrap();
+    c.resolve_passwords(|v| (v == "TOK").then(|| "tok-value".to_string()))
+        .unwrap();
+    assert_eq!(c.admin.token.as_ref().unwrap().expose(), "tok-value");
+    assert!(!c.to_redacted_toml().contains("tok-value"));
+    let e = err_of(&format!(
+        "{ISSUE_EXAMPLE}\n[admin]\ntoken = \"a\"\ntoken_env = \"TOK\"\n"
+    ));
+    assert!(e.contains("admin.token_env"), "{e}");
+    let e = err_of(&format!("{ISSUE_EXAMPLE}\n[admin]\ntoken = \"\"\n"));
+    assert!(e.contains("admin.token"), "{e}");
+}

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use self::error::SessionError;
-use self::relay::{Failure, Outcome, Relay, Upstream};
+use self::relay::{Failure, Outcome, Relay, Traffic, Upstream};
 use self::stream::ClientStream;
 use crate::app::{Admission, Shared};
 use crate::auth::{client::authenticate, AuthError};
@@ -51,9 +51,12 @@ pub async fn serve(
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(outcome) => {
+            let t = who.traffic;
             tracing::info!(
                 client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
-                backend = who.backend, duration_ms = elapsed_ms, end = ?outcome, "session ended"
+                backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
+                bytes_out = t.bytes_out, to_primary = t.to_primary, to_replica = t.to_replica,
+                end = ?outcome, "session ended"
             );
         }
         Err(Failure { error, can_tell }) => {
@@ -65,12 +68,14 @@ pub async fn serve(
                 metrics.client_error(code);
             }
             let code = error.sqlstate().unwrap_or("-");
+            let t = who.traffic;
             macro_rules! log_end {
                 ($level:ident) => {
                     tracing::$level!(
                         client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
-                        backend = who.backend, duration_ms = elapsed_ms, sqlstate = code, error = %error,
-                        "session ended with an error"
+                        backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
+                        bytes_out = t.bytes_out, to_primary = t.to_primary, to_replica = t.to_replica,
+                        sqlstate = code, error = %error, "session ended with an error"
                     )
                 };
             }
@@ -90,6 +95,7 @@ struct Who {
     user: String,
     database: String,
     backend: String,
+    traffic: Traffic,
 }
 
 async fn run(
@@ -122,7 +128,7 @@ async fn run(
         upstream,
         max_message: config.limits.max_message_size,
     };
-    match relay.run().await {
+    match relay.run(&mut who.traffic).await {
         Ok(Outcome::Shutdown) => Err(Failure {
             error: SessionError::Shutdown,
             can_tell: true,

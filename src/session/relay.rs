@@ -99,6 +99,14 @@ impl Phase {
         }
     }
 
+    /// Requests whose ReadyForQuery is still to come.
+    fn owed(self) -> u32 {
+        match self {
+            Phase::Ready(_) => 0,
+            Phase::Busy { owed, .. } => owed,
+        }
+    }
+
     /// At an idle point: no request outstanding and no transaction open.
     pub fn is_idle(self) -> bool {
         self == Phase::Ready(TxStatus::Idle)
@@ -124,6 +132,19 @@ pub struct Failure {
     pub can_tell: bool,
 }
 
+/// What a session moved, for its log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    /// Bytes from the client forwarded to servers.
+    pub bytes_in: u64,
+    /// Bytes from servers forwarded to the client.
+    pub bytes_out: u64,
+    /// Requests (Query, Sync, FunctionCall) served by the primary.
+    pub to_primary: u64,
+    /// Requests served by a replica.
+    pub to_replica: u64,
+}
+
 /// A logged-in session: its client and its upstream.
 pub struct Relay<'a> {
     pub client: &'a mut ClientStream,
@@ -139,12 +160,16 @@ impl Relay<'_> {
             .listener(self.upstream.listener)
     }
 
+    /// Whether this session's requests run on the primary now.
+    fn on_primary(&self) -> bool {
+        self.upstream.listener == Listener::ReadWrite
+            || self.upstream.server.as_ref().is_some_and(|s| s.read_only)
+    }
+
     /// The duration histogram for where this session's requests run now.
     fn duration(&self) -> &prometheus_client::metrics::histogram::Histogram {
         let metrics = self.metrics();
-        let on_primary = self.upstream.listener == Listener::ReadWrite
-            || self.upstream.server.as_ref().is_some_and(|s| s.read_only);
-        if on_primary {
+        if self.on_primary() {
             &metrics.duration_primary
         } else {
             &metrics.duration_replica
@@ -159,9 +184,15 @@ impl Relay<'_> {
     /// that pipelines large requests while the server streams large results
     /// cannot deadlock the pair. Each side stops being read while more than
     /// `HIGH_WATER` bytes wait to go out of it.
-    pub async fn run(mut self) -> Result<Outcome, Failure> {
-        let max = self.max_message;
+    pub async fn run(mut self, traffic: &mut Traffic) -> Result<Outcome, Failure> {
         let mut d = Duplex::default();
+        let result = self.turns(&mut d).await;
+        *traffic = d.traffic;
+        result
+    }
+
+    async fn turns(&mut self, d: &mut Duplex) -> Result<Outcome, Failure> {
+        let max = self.max_message;
         let mut phase = Phase::Ready(TxStatus::Idle);
         let mut draining = false;
         // Made once and kept across turns: building them anew each turn would
@@ -197,7 +228,7 @@ impl Relay<'_> {
             }
             let client = &mut *self.client;
             let server = self.upstream.server.as_mut().map(|s| &mut s.stream);
-            let io = poll_io(client, server, &mut d, read_client, read_server);
+            let io = poll_io(client, server, &mut *d, read_client, read_server);
 
             let event = tokio::select! {
                 // I/O first: the other two only matter when it has nothing to do.
@@ -206,7 +237,7 @@ impl Relay<'_> {
                 (receiver, changed) = &mut routing_change => {
                     routing_change = Box::pin(next_change(receiver));
                     if changed.is_ok() {
-                        self.on_routing_change(phase, &d).await?;
+                        self.on_routing_change(phase, d).await?;
                     }
                     continue;
                 }
@@ -233,10 +264,11 @@ impl Relay<'_> {
                 Io::ClientRead(Ok(_)) => {
                     if routing_peek.has_changed().unwrap_or(false) {
                         routing_peek.mark_unchanged();
-                        self.on_routing_change(phase, &d).await?;
+                        self.on_routing_change(phase, d).await?;
                     }
                     let idle_before = phase.is_idle();
                     let ready_before = matches!(phase, Phase::Ready(_));
+                    let owed_before = phase.owed();
                     let (forward, terminate) =
                         scan_client(&d.client_buf[d.to_server..], max, &mut phase, &mut d.state)
                             .map_err(|e| d.fail(e.into()))?;
@@ -258,14 +290,20 @@ impl Relay<'_> {
                                     can_tell: true,
                                 })?;
                         }
+                        let requests = u64::from(phase.owed() - owed_before);
+                        if self.on_primary() {
+                            d.traffic.to_primary += requests;
+                        } else {
+                            d.traffic.to_replica += requests;
+                        }
                         if ready_before && d.started.is_none() {
                             d.started = Some(Instant::now());
                         }
                         d.to_server += forward;
-                        self.try_send_to_server(&mut d)?;
+                        self.try_send_to_server(&mut *d)?;
                     }
                     if terminate {
-                        self.drain_to_server(&mut d).await;
+                        self.drain_to_server(&mut *d).await;
                         break Outcome::Terminated;
                     }
                 }
@@ -307,7 +345,7 @@ impl Relay<'_> {
                             to_client,
                             server_fatal,
                             ..
-                        } = &mut d;
+                        } = &mut *d;
                         let forward = scanner
                             .scan(
                                 &server_buf[*to_client..],
@@ -333,7 +371,7 @@ impl Relay<'_> {
                             }
                         }
                     }
-                    self.try_send_to_client(&mut d)?;
+                    self.try_send_to_client(&mut *d)?;
                 }
                 Io::ServerWrote(Ok(n)) => d.sent_to_server(n, self.metrics()),
                 Io::ServerWrote(Err(_)) => {
@@ -465,6 +503,7 @@ struct Duplex {
     state: SessionState,
     /// When the request now in flight was sent (for the duration histogram).
     started: Option<Instant>,
+    traffic: Traffic,
 }
 
 impl Default for Duplex {
@@ -480,6 +519,7 @@ impl Default for Duplex {
             fatal_reason: None,
             state: SessionState::Clean,
             started: None,
+            traffic: Traffic::default(),
         }
     }
 }
@@ -495,6 +535,7 @@ impl Duplex {
     fn sent_to_server(&mut self, n: usize, metrics: &ListenerMetrics) {
         self.client_buf.advance(n);
         self.to_server -= n;
+        self.traffic.bytes_in += n as u64;
         metrics.bytes_to_server.inc_by(n as u64);
     }
 
@@ -502,6 +543,7 @@ impl Duplex {
         self.server_buf.advance(n);
         self.to_client -= n;
         self.client_dirty = true;
+        self.traffic.bytes_out += n as u64;
         metrics.bytes_to_client.inc_by(n as u64);
     }
 
