@@ -9,6 +9,7 @@ pub mod error;
 pub mod relay;
 pub mod state;
 pub mod stream;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use self::error::SessionError;
-use self::relay::{Failure, Outcome, Relay, Traffic, Upstream};
+use self::relay::{Failure, Outcome, Relay, Traffic};
 use self::stream::ClientStream;
+use self::upstream::Upstream;
 use crate::app::{Admission, Shared};
 use crate::auth::{client::authenticate, AuthError};
 use crate::cancel::{send_cancel, CancelHandle};

@@ -13,7 +13,6 @@
 //! caught inside a transaction on a backend that stopped being the primary
 //! gets one clear error instead.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use std::pin::Pin;
@@ -27,15 +26,11 @@ use tokio_util::io::poll_read_buf;
 use super::error::SessionError;
 use super::state::SessionState;
 use super::stream::ClientStream;
-use crate::app::Shared;
-use crate::auth::UserEntry;
-use crate::cancel::{send_cancel, CancelHandle};
+use super::upstream::{eligible, lost, moved_error, Upstream};
 use crate::metrics::ListenerMetrics;
-use crate::pool::{self, ServerConn};
 use crate::protocol::frame::{bytes_wanted, split_frame, StreamScanner};
-use crate::protocol::{encode, is_frontend_tag, message, tag, ProtocolError};
-use crate::route::{self, Listener};
-use crate::topology::Snapshot;
+use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
+use crate::route::Listener;
 
 #[cfg(test)]
 mod tests;
@@ -637,174 +632,6 @@ fn poll_io<'a>(
         }
         Poll::Pending
     })
-}
-
-/// The server side of a session: the attached server connection, if any, and
-/// what is needed to attach another.
-pub struct Upstream<'a> {
-    pub server: Option<ServerConn>,
-    pub shared: &'a Arc<Shared>,
-    pub listener: Listener,
-    pub user: Arc<UserEntry>,
-    /// Startup parameters for server logins (user, database, the client's).
-    pub server_params: Vec<(String, String)>,
-    pub cancel: &'a CancelHandle,
-}
-
-impl Upstream<'_> {
-    /// Makes sure a server connection fit for this session is attached,
-    /// replacing one the topology no longer allows. Only called at idle points.
-    async fn ensure_server(&mut self, state: SessionState) -> Result<(), SessionError> {
-        if let Some(server) = &self.server {
-            let snapshot = self.shared.topology.snapshot();
-            if eligible(&snapshot, self.listener, server) {
-                return Ok(());
-            }
-            if !state.is_clean() {
-                let error = moved_error(&snapshot, self.listener, server);
-                self.detach("the topology changed under a session with state")
-                    .await;
-                return Err(error);
-            }
-            self.detach("the topology changed").await;
-        }
-        self.attach().await
-    }
-
-    /// Chooses a backend and logs in to it, waiting up to
-    /// `health.failover_timeout_ms` for one to be reachable.
-    pub async fn attach(&mut self) -> Result<(), SessionError> {
-        let config = self.shared.config.load_full();
-        let wait = Duration::from_millis(config.health.failover_timeout_ms);
-        let deadline = Instant::now() + wait;
-        let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
-        let params: Vec<(&str, &str)> = self
-            .server_params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let mut tried = Vec::new();
-        let mut changes = self.shared.topology.subscribe();
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let target = route::choose(
-                &self.shared.topology,
-                self.listener,
-                config.routing.no_replica,
-                remaining,
-                &tried,
-            )
-            .await?;
-            match pool::connect(&target, &self.user, &params, connect_timeout).await {
-                Ok(mut server) => {
-                    server.in_use = Some(self.shared.metrics.server_in_use(&server.name));
-                    self.cancel.slot().set(Some(server.cancel_target()));
-                    self.server = Some(server);
-                    return Ok(());
-                }
-                Err(e) if e.is_unreachable() && Instant::now() < deadline => {
-                    tracing::warn!(backend = %target.name, error = %e, "backend unreachable; trying again");
-                    if self.listener == Listener::ReadOnly {
-                        tried.push(target.backend);
-                    } else {
-                        // The probes will notice; wait for news (or a moment).
-                        changes.mark_unchanged();
-                        let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed())
-                            .await;
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Drops the server connection without a goodbye; if a statement may be
-    /// running on it, cancels that on the server so it does not run on.
-    fn abandon(&mut self, busy: bool) {
-        self.cancel.slot().set(None);
-        if let Some(server) = self.server.take() {
-            if busy {
-                tokio::spawn(send_cancel(server.cancel_target(), Duration::from_secs(5)));
-            }
-        }
-    }
-
-    /// Moves off the server connection at an idle point (logged: the session
-    /// goes on elsewhere).
-    async fn detach(&mut self, why: &str) {
-        if let Some(server) = &self.server {
-            tracing::info!(backend = %server.name, listener = self.listener.as_str(), "leaving server: {why}");
-        }
-        self.close_server().await;
-    }
-
-    /// Drops the server connection, saying goodbye politely.
-    async fn close_server(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            self.cancel.slot().set(None);
-            let mut out = BytesMut::new();
-            encode::terminate(&mut out);
-            let _ = server.stream.write_all(&out).await;
-        }
-    }
-
-    async fn finish(&mut self, outcome: &Outcome) {
-        match outcome {
-            // Stop the orphaned query so its server connection ends now rather
-            // than when the query finishes.
-            Outcome::ClientGone { busy: true } => self.abandon(true),
-            _ => self.close_server().await,
-        }
-        self.cancel.slot().set(None);
-    }
-}
-
-/// Whether `server` may keep serving a session on `listener`.
-fn eligible(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> bool {
-    // Backends are matched by name and address, not index: a reload may
-    // add or remove backends and shift the indexes.
-    let is = |i: usize| {
-        snapshot.backends[i].name == server.name && snapshot.backends[i].address == server.address
-    };
-    let primary = snapshot.primary.is_some_and(is);
-    match listener {
-        Listener::ReadWrite => primary,
-        // A read-only session on the primary as a fallback (not because the
-        // primary serves reads) moves as soon as anything else may serve it.
-        Listener::ReadOnly => {
-            snapshot.read_schedule.iter().any(|&i| is(i))
-                || (server.read_only && primary && snapshot.read_schedule.is_empty())
-        }
-    }
-}
-
-/// The error for a session that must leave `server` but cannot move.
-fn moved_error(snapshot: &Snapshot, listener: Listener, server: &ServerConn) -> SessionError {
-    match listener {
-        Listener::ReadWrite => SessionError::PrimaryChanged {
-            old: server.name.clone(),
-            new: snapshot.primary.map(|p| snapshot.name(p).to_owned()),
-        },
-        Listener::ReadOnly => SessionError::Moved {
-            backend: server.name.clone(),
-            why: match snapshot
-                .backends
-                .iter()
-                .find(|b| b.name == server.name)
-                .and_then(|b| b.reason.as_deref())
-            {
-                Some(reason) => format!("left read rotation ({reason})"),
-                None => "no longer serves reads".into(),
-            },
-        },
-    }
-}
-
-fn lost(server: &ServerConn) -> SessionError {
-    SessionError::ServerLost {
-        backend: server.name.clone(),
-        address: server.addr.to_string(),
-    }
 }
 
 /// Walks the whole client messages at the front of `buf`: returns how many
