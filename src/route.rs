@@ -28,6 +28,31 @@ impl Listener {
     }
 }
 
+/// What a request needs: the primary, or any replica in read rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dest {
+    Primary,
+    Replica,
+}
+
+impl Dest {
+    /// The `target` label of statement metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dest::Primary => "primary",
+            Dest::Replica => "replica",
+        }
+    }
+
+    /// The listener whose routing rule picks a backend for this destination.
+    pub fn rule(self) -> Listener {
+        match self {
+            Dest::Primary => Listener::ReadWrite,
+            Dest::Replica => Listener::ReadOnly,
+        }
+    }
+}
+
 /// A backend chosen for a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

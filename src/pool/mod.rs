@@ -34,6 +34,19 @@ pub struct ServerConn {
     pub read_only: bool,
     /// Counts this connection in `pgsplit_server_connections` while it lives.
     pub in_use: Option<crate::metrics::InUse>,
+    /// How much of its session's state this connection holds.
+    pub synced: Synced,
+}
+
+/// The session state a server connection holds, as versions of the session's
+/// own records (see `session::split`): settings up to `set_version` within
+/// `epoch` (bumped by RESET ALL / DISCARD ALL), and prepared statements by
+/// name and version.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub epoch: u64,
+    pub set_version: u64,
+    pub prepared: std::collections::HashMap<Box<str>, u64>,
 }
 
 impl ServerConn {
@@ -153,6 +166,7 @@ pub async fn connect(
             parameters: login.parameters,
             read_only: target.read_only,
             in_use: None,
+            synced: Synced::default(),
         })
     };
     tokio::time::timeout(timeout, work)

@@ -183,6 +183,18 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     tagged(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
 }
 
+/// Close (a prepared statement).
+pub fn close_statement(buf: &mut BytesMut, name: &[u8]) {
+    tagged(buf, b'C', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+}
+
+pub fn sync(buf: &mut BytesMut) {
+    tagged(buf, b'S', |_| {});
+}
+
 pub fn terminate(buf: &mut BytesMut) {
     tagged(buf, b'X', |_| {});
 }

@@ -30,7 +30,7 @@ use crate::error::ErrorKind;
 use crate::protocol::encode::{self, Severity};
 use crate::protocol::startup::{self, StartupPacket, StartupParams};
 use crate::protocol::ProtocolError;
-use crate::route::Listener;
+use crate::route::{Dest, Listener};
 use crate::wire;
 
 /// Serves one accepted client connection to its end. Never panics on bad
@@ -191,6 +191,11 @@ async fn log_in<'a>(
     }));
     let mut upstream = Upstream {
         server: None,
+        dest: match listener {
+            Listener::ReadWrite => Dest::Primary,
+            Listener::ReadOnly => Dest::Replica,
+        },
+        parked: None,
         shared,
         listener,
         user,

@@ -30,7 +30,7 @@ use super::upstream::{eligible, lost, moved_error, Upstream};
 use crate::metrics::ListenerMetrics;
 use crate::protocol::frame::{bytes_wanted, split_frame, StreamScanner};
 use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
-use crate::route::Listener;
+use crate::route::{Dest, Listener};
 
 #[cfg(test)]
 mod tests;
@@ -157,7 +157,7 @@ impl Relay<'_> {
 
     /// Whether this session's requests run on the primary now.
     fn on_primary(&self) -> bool {
-        self.upstream.listener == Listener::ReadWrite
+        self.upstream.dest == Dest::Primary
             || self.upstream.server.as_ref().is_some_and(|s| s.read_only)
     }
 
@@ -278,7 +278,7 @@ impl Relay<'_> {
                             }
                             // Nothing is in flight: a safe point to change servers.
                             self.upstream
-                                .ensure_server(d.state)
+                                .ensure_server(self.upstream.dest, d.state)
                                 .await
                                 .map_err(|error| Failure {
                                     error,
@@ -444,10 +444,11 @@ impl Relay<'_> {
     /// former primary ends with one clear error.
     async fn on_routing_change(&mut self, phase: Phase, d: &Duplex) -> Result<(), Failure> {
         let snapshot = self.upstream.shared.topology.snapshot();
+        self.upstream.prune_parked(&snapshot);
         let Some(server) = self.upstream.server.as_ref() else {
             return Ok(());
         };
-        if eligible(&snapshot, self.upstream.listener, server) {
+        if eligible(&snapshot, self.upstream.dest.rule(), server) {
             return Ok(());
         }
         let idle = phase.is_idle() && d.to_server == 0;
@@ -458,8 +459,8 @@ impl Relay<'_> {
         // Writes must not go on against a former primary; a session with state
         // that cannot move is told at its idle point. A read-only session
         // finishes its transaction where it is.
-        if idle || self.upstream.listener == Listener::ReadWrite {
-            let error = moved_error(&snapshot, self.upstream.listener, server);
+        if idle || self.upstream.dest == Dest::Primary {
+            let error = moved_error(&snapshot, self.upstream.dest.rule(), server);
             // Stop a statement still running on the former primary.
             self.upstream.abandon(!idle);
             return Err(d.fail(error));

@@ -16,13 +16,20 @@ use crate::auth::UserEntry;
 use crate::cancel::{send_cancel, CancelHandle};
 use crate::pool::{self, ServerConn};
 use crate::protocol::encode;
-use crate::route::{self, Listener};
+use crate::route::{self, Dest, Listener};
 use crate::topology::Snapshot;
 
 /// The server side of a session: the attached server connection, if any, and
 /// what is needed to attach another.
 pub struct Upstream<'a> {
+    /// The active server connection: requests go here.
     pub server: Option<ServerConn>,
+    /// What the active connection serves. Always `Replica` on the read-only
+    /// port; on the read-write port it follows each request.
+    pub dest: Dest,
+    /// Read-write port: a connection for the other destination, idle, kept
+    /// for the next switch.
+    pub parked: Option<ServerConn>,
     pub shared: &'a Arc<Shared>,
     pub listener: Listener,
     pub user: Arc<UserEntry>,
@@ -34,14 +41,19 @@ pub struct Upstream<'a> {
 impl Upstream<'_> {
     /// Makes sure a server connection fit for this session is attached,
     /// replacing one the topology no longer allows. Only called at idle points.
-    pub(super) async fn ensure_server(&mut self, state: SessionState) -> Result<(), SessionError> {
+    pub(super) async fn ensure_server(
+        &mut self,
+        dest: Dest,
+        state: SessionState,
+    ) -> Result<(), SessionError> {
+        self.switch_to(dest);
         if let Some(server) = &self.server {
             let snapshot = self.shared.topology.snapshot();
-            if eligible(&snapshot, self.listener, server) {
+            if eligible(&snapshot, self.dest.rule(), server) {
                 return Ok(());
             }
             if !state.is_clean() {
-                let error = moved_error(&snapshot, self.listener, server);
+                let error = moved_error(&snapshot, self.dest.rule(), server);
                 self.detach("the topology changed under a session with state")
                     .await;
                 return Err(error);
@@ -49,6 +61,39 @@ impl Upstream<'_> {
             self.detach("the topology changed").await;
         }
         self.attach().await
+    }
+
+    /// Makes the connection for `dest` the active one (parking the other), if
+    /// it is not already. Only at idle points. A parked connection that the
+    /// server closed (or that has anything to say while idle) is dropped.
+    fn switch_to(&mut self, dest: Dest) {
+        if dest == self.dest {
+            return;
+        }
+        std::mem::swap(&mut self.server, &mut self.parked);
+        self.dest = dest;
+        if self.server.as_ref().is_some_and(|s| !quiet(s)) {
+            self.server = None;
+        }
+        self.cancel
+            .slot()
+            .set(self.server.as_ref().map(ServerConn::cancel_target));
+    }
+
+    /// Drops the parked connection if the topology no longer lets it serve
+    /// its destination.
+    pub(super) fn prune_parked(&mut self, snapshot: &Snapshot) {
+        let other = match self.dest {
+            Dest::Primary => Dest::Replica,
+            Dest::Replica => Dest::Primary,
+        };
+        if self
+            .parked
+            .as_ref()
+            .is_some_and(|p| !eligible(snapshot, other.rule(), p))
+        {
+            self.parked = None;
+        }
     }
 
     /// Chooses a backend and logs in to it, waiting up to
@@ -67,10 +112,15 @@ impl Upstream<'_> {
         let mut changes = self.shared.topology.subscribe();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
+            // A read on the read-write port may always fall back to the primary.
+            let no_replica = match self.listener {
+                Listener::ReadWrite => crate::config::NoReplica::Primary,
+                Listener::ReadOnly => config.routing.no_replica,
+            };
             let target = route::choose(
                 &self.shared.topology,
-                self.listener,
-                config.routing.no_replica,
+                self.dest.rule(),
+                no_replica,
                 remaining,
                 &tried,
             )
@@ -84,7 +134,7 @@ impl Upstream<'_> {
                 }
                 Err(e) if e.is_unreachable() && Instant::now() < deadline => {
                     tracing::warn!(backend = %target.name, error = %e, "backend unreachable; trying again");
-                    if self.listener == Listener::ReadOnly {
+                    if self.dest == Dest::Replica {
                         tried.push(target.backend);
                     } else {
                         // The probes will notice; wait for news (or a moment).
@@ -129,6 +179,11 @@ impl Upstream<'_> {
     }
 
     pub(super) async fn finish(&mut self, outcome: &Outcome) {
+        if let Some(mut parked) = self.parked.take() {
+            let mut out = BytesMut::new();
+            encode::terminate(&mut out);
+            let _ = parked.stream.write_all(&out).await;
+        }
         match outcome {
             // Stop the orphaned query so its server connection ends now rather
             // than when the query finishes.
@@ -137,6 +192,13 @@ impl Upstream<'_> {
         }
         self.cancel.slot().set(None);
     }
+}
+
+/// Whether an idle server connection has nothing to say: not closed, no
+/// message waiting (an idle server only speaks to say goodbye or to notify).
+fn quiet(server: &ServerConn) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(server.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Whether `server` may keep serving a session on `listener`.
