@@ -20,6 +20,8 @@ mod walk;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_effects;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;

@@ -121,7 +121,7 @@ impl ser::Error for WalkError {
 
 type Res = Result<(), WalkError>;
 
-impl<'a> ser::Serializer for &'a mut Walker {
+impl ser::Serializer for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     type SerializeSeq = Self;
@@ -239,7 +239,7 @@ impl<'a> ser::Serializer for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeSeq for &'a mut Walker {
+impl ser::SerializeSeq for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
@@ -250,7 +250,7 @@ impl<'a> ser::SerializeSeq for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeTuple for &'a mut Walker {
+impl ser::SerializeTuple for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
@@ -261,7 +261,7 @@ impl<'a> ser::SerializeTuple for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeTupleStruct for &'a mut Walker {
+impl ser::SerializeTupleStruct for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
@@ -272,7 +272,7 @@ impl<'a> ser::SerializeTupleStruct for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeTupleVariant for &'a mut Walker {
+impl ser::SerializeTupleVariant for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
@@ -283,7 +283,7 @@ impl<'a> ser::SerializeTupleVariant for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeMap for &'a mut Walker {
+impl ser::SerializeMap for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Res {
@@ -297,7 +297,7 @@ impl<'a> ser::SerializeMap for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeStruct for &'a mut Walker {
+impl ser::SerializeStruct for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Res {
@@ -312,7 +312,7 @@ impl<'a> ser::SerializeStruct for &'a mut Walker {
     }
 }
 
-impl<'a> ser::SerializeStructVariant for &'a mut Walker {
+impl ser::SerializeStructVariant for &mut Walker {
     type Ok = ();
     type Error = WalkError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Res {
