@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgsplit's demo and tests need when it is missing, on a fresh
-# Debian/Ubuntu machine: PostgreSQL (server binaries and psql). Idempotent.
+# Debian/Ubuntu machine: PostgreSQL (server binaries and psql), and libclang,
+# which the pg_query crate's build (bindgen) needs. Idempotent.
 set -euo pipefail
 
 as_root() {
@@ -13,6 +14,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PGSPLIT_PG_B
 fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 \
+    && ! ldconfig -p 2>/dev/null | grep -q libclang \
+    && [ -z "${LIBCLANG_PATH:-}" ]; then
+    missing+=(libclang-dev)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "ensure-deps: installing ${missing[*]}" >&2

@@ -8,6 +8,7 @@
 //! - [`auth`]: client authentication (SCRAM-SHA-256, md5, trust) and server login.
 //! - [`tls`]: the rustls acceptor.
 //! - [`topology`]: backend probes, roles, the published snapshot.
+//! - [`classify`]: SQL text -> read or write, transaction and session effects (pure).
 //! - [`route`]: listener + snapshot -> backend.
 //! - [`pool`]: server connections.
 //! - [`session`]: one client's life and the hot relay loop.
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
+pub mod classify;
 pub mod config;
 pub mod error;
 pub mod metrics;

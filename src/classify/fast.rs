@@ -1,0 +1,220 @@
+//! The lexer pass: hints, the standard_conforming_strings guard, and a fast
+//! path for plain SELECTs that needs no parse.
+//!
+//! The fast path is sound by construction, not by keyword guessing: within
+//! one statement that starts with SELECT, a write needs `WITH` (a
+//! data-modifying CTE), `FOR` (a locking clause), `INTO`, or a function call,
+//! and a call needs a name followed by `(`. The path admits only reserved
+//! keywords from a fixed list (so no WITH/FOR/INTO), at most one `;` at the
+//! very end, and `(` only after an operator, punctuation, a listed reserved
+//! keyword, or an unqualified name that the read lists settle as read.
+//! Anything else goes to the full parse. A statement it admits that the
+//! grammar would reject is only a syntax error on the replica.
+
+use pg_query::protobuf::{KeywordKind, ScanToken, Token};
+
+use super::functions::{FunctionLists, Settled};
+use super::RouteMode;
+
+/// What the lexer saw in the whole text.
+pub(crate) struct Scanned {
+    pub(crate) tokens: Vec<ScanToken>,
+    pub(crate) hint: Option<RouteMode>,
+    /// A `'…'` or `N'…'` string holds a backslash: its extent depends on the
+    /// server's standard_conforming_strings.
+    pub(crate) backslash_in_plain_string: bool,
+}
+
+pub(crate) fn scan(sql: &str) -> Result<Scanned, pg_query::Error> {
+    let tokens = pg_query::scan(sql)?.tokens;
+    let mut hint = None;
+    let mut backslash_in_plain_string = false;
+    for token in &tokens {
+        let text = token_text(sql, token);
+        if token.token == Token::CComment as i32 || token.token == Token::SqlComment as i32 {
+            if text.contains("pgsplit:primary") {
+                hint = Some(RouteMode::Primary);
+            } else if text.contains("pgsplit:replica") && hint.is_none() {
+                hint = Some(RouteMode::Replica);
+            }
+        } else if token.token == Token::Sconst as i32 {
+            let plain = text.starts_with('\'') || text.starts_with("N'") || text.starts_with("n'");
+            if plain && text.contains('\\') {
+                backslash_in_plain_string = true;
+            }
+        }
+    }
+    Ok(Scanned {
+        tokens,
+        hint,
+        backslash_in_plain_string,
+    })
+}
+
+fn token_text<'a>(sql: &'a str, token: &ScanToken) -> &'a str {
+    let (start, end) = (token.start.max(0) as usize, token.end.max(0) as usize);
+    sql.get(start..end).unwrap_or("")
+}
+
+/// Reserved keywords a plain SELECT may use. None of them is WITH, FOR or
+/// INTO, and a reserved keyword cannot name a function, so `(` after one of
+/// these opens a subquery, a list or a grouping, never a call.
+const RESERVED_OK: &[Token] = &[
+    Token::Select,
+    Token::From,
+    Token::Where,
+    Token::And,
+    Token::Or,
+    Token::Not,
+    Token::As,
+    Token::Order,
+    Token::GroupP,
+    Token::Having,
+    Token::Limit,
+    Token::Offset,
+    Token::On,
+    Token::NullP,
+    Token::TrueP,
+    Token::FalseP,
+    Token::InP,
+    Token::Case,
+    Token::When,
+    Token::Then,
+    Token::Else,
+    Token::EndP,
+    Token::Union,
+    Token::Except,
+    Token::Intersect,
+    Token::All,
+    Token::Any,
+    Token::Some,
+    Token::Array,
+    Token::Cast,
+    Token::Distinct,
+    Token::Asc,
+    Token::Desc,
+    Token::Only,
+    Token::Using,
+    Token::CurrentDate,
+    Token::CurrentTime,
+    Token::CurrentTimestamp,
+    Token::CurrentUser,
+    Token::CurrentRole,
+    Token::SessionUser,
+    Token::Localtime,
+    Token::Localtimestamp,
+];
+
+/// Non-keyword tokens a plain SELECT may use (`;` is handled apart).
+const OTHER_OK: &[Token] = &[
+    Token::Ident,
+    Token::Fconst,
+    Token::Sconst,
+    Token::Bconst,
+    Token::Xconst,
+    Token::Iconst,
+    Token::Param,
+    Token::Op,
+    Token::Typecast,
+    Token::LessEquals,
+    Token::GreaterEquals,
+    Token::NotEquals,
+    Token::EqualsGreater,
+    Token::Ascii37, // %
+    Token::Ascii40, // (
+    Token::Ascii41, // )
+    Token::Ascii42, // *
+    Token::Ascii43, // +
+    Token::Ascii44, // ,
+    Token::Ascii45, // -
+    Token::Ascii46, // .
+    Token::Ascii47, // /
+    Token::Ascii58, // :
+    Token::Ascii60, // <
+    Token::Ascii61, // =
+    Token::Ascii62, // >
+    Token::Ascii91, // [
+    Token::Ascii93, // ]
+    Token::Ascii94, // ^
+];
+
+fn is(token: &ScanToken, kind: Token) -> bool {
+    token.token == kind as i32
+}
+
+fn is_reserved(token: &ScanToken) -> bool {
+    token.keyword_kind == KeywordKind::ReservedKeyword as i32
+}
+
+fn is_name(token: &ScanToken) -> bool {
+    let keyword = token.keyword_kind != KeywordKind::NoKeyword as i32;
+    (keyword && !is_reserved(token)) || is(token, Token::Ident)
+}
+
+/// True when the tokens are one SELECT proven read-only without a parse.
+pub(crate) fn plain_select(sql: &str, tokens: &[ScanToken], lists: &FunctionLists) -> bool {
+    let comment = |t: &&ScanToken| is(t, Token::CComment) || is(t, Token::SqlComment);
+    let code: Vec<&ScanToken> = tokens.iter().filter(|t| !comment(t)).collect();
+    let Some(first) = code.first() else {
+        return false;
+    };
+    if !is(first, Token::Select) {
+        return false;
+    }
+    for (i, token) in code.iter().enumerate() {
+        let ok = if is(token, Token::Ascii59) {
+            i + 1 == code.len()
+        } else if is_reserved(token) {
+            RESERVED_OK.iter().any(|k| is(token, *k))
+        } else if token.keyword_kind != KeywordKind::NoKeyword as i32 {
+            // Unreserved and column/type-function keywords act as names
+            // here (`name`, `value`, `left`); they may not be a lookahead
+            // variant the grammar treats specially.
+            !is(token, Token::WithLa) && !is(token, Token::FormatLa)
+        } else {
+            OTHER_OK.iter().any(|k| is(token, *k))
+        };
+        if !ok {
+            return false;
+        }
+        if is(token, Token::Ascii40) && i > 0 && !paren_ok(sql, &code, i - 1, lists) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the `(` after `code[prev]` is safe: not a call, or a call the
+/// lists settle as read.
+fn paren_ok(sql: &str, code: &[&ScanToken], prev: usize, lists: &FunctionLists) -> bool {
+    let before = code[prev];
+    if is_reserved(before) {
+        return RESERVED_OK.iter().any(|k| is(before, *k));
+    }
+    if !is_name(before) {
+        // After `)`, a constant or a parameter, `(` is not grammatical SQL we
+        // want to reason about; after an operator or punctuation it groups.
+        let closing = is(before, Token::Ascii41) || is(before, Token::Ascii93);
+        let value = [
+            Token::Fconst,
+            Token::Sconst,
+            Token::Bconst,
+            Token::Xconst,
+            Token::Iconst,
+            Token::Param,
+        ]
+        .iter()
+        .any(|k| is(before, *k));
+        return !closing && !value;
+    }
+    // A call: the name must be unqualified and unquoted.
+    if prev > 0 && is(code[prev - 1], Token::Ascii46) {
+        return false;
+    }
+    let name = token_text(sql, before);
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return false;
+    }
+    let name = name.to_ascii_lowercase();
+    lists.settle(&[name.as_str()]) == Settled::Read
+}

@@ -1,0 +1,255 @@
+//! Statement classification: SQL text in, a [`Verdict`] out.
+//!
+//! Pure: no I/O, no tokio. It reads the text with PostgreSQL's own lexer and
+//! parser (libpg_query through the `pg_query` crate), never with keyword
+//! matching, so comments, dollar quotes and escape strings cannot hide a
+//! statement. The rule is **unsure means primary**: a statement is a read only
+//! when it is proven read-only; anything else, unparsable text included, is a
+//! write. Function calls it cannot settle from its lists are handed back to
+//! the caller, who must look them up and treat any it cannot prove read-only
+//! as a write.
+//!
+//! What it cannot see (the caller's catalog can): functions hidden behind
+//! views, user-defined operators and casts, attribute-notation calls
+//! (`t.f` meaning `f(t)`), and user overloads of built-in names.
+
+mod fast;
+mod functions;
+mod statement;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_effects;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+use functions::FunctionLists;
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Proven read-only (subject to the caller settling `functions`).
+    Read,
+    /// Anything else.
+    Write,
+}
+
+/// A `pgsplit.route` value or a `/* pgsplit:… */` comment hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteMode {
+    Primary,
+    Replica,
+    Auto,
+}
+
+/// Why a session must stay on the server it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinCause {
+    /// CREATE TEMP table/view/sequence, SELECT INTO TEMP, `pg_temp` objects.
+    TempObject,
+    /// LISTEN.
+    Listen,
+    /// A session-level advisory lock (`pg_advisory_lock` and friends).
+    AdvisoryLock,
+    /// DECLARE … WITH HOLD.
+    HoldCursor,
+    /// SET SESSION CHARACTERISTICS AS TRANSACTION.
+    SessionCharacteristics,
+    /// LOAD, `set_config()`, `setseed()`, `dblink_connect()`, SET TRANSACTION SNAPSHOT.
+    Other,
+}
+
+impl PinCause {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PinCause::TempObject => "temp_object",
+            PinCause::Listen => "listen",
+            PinCause::AdvisoryLock => "advisory_lock",
+            PinCause::HoldCursor => "hold_cursor",
+            PinCause::SessionCharacteristics => "session_characteristics",
+            PinCause::Other => "other",
+        }
+    }
+}
+
+/// Transaction and session effects of one statement, in statement order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// BEGIN / START TRANSACTION. `read_only` is `None` when not stated.
+    Begin {
+        read_only: Option<bool>,
+        serializable: bool,
+    },
+    /// SET TRANSACTION … (the current transaction's characteristics).
+    SetTransaction {
+        read_only: Option<bool>,
+        serializable: bool,
+    },
+    /// COMMIT, END, PREPARE TRANSACTION (it ends the transaction too).
+    /// `chain`: AND CHAIN, a new transaction with the same characteristics
+    /// starts at once (stay on the same server).
+    Commit { chain: bool },
+    /// ROLLBACK, ABORT (not ROLLBACK TO SAVEPOINT). `chain` as for Commit.
+    Rollback { chain: bool },
+    /// SET [SESSION|LOCAL] name …, SET ROLE, SET SESSION AUTHORIZATION,
+    /// SET TIME ZONE (name `timezone`). `sql` is this statement's own text,
+    /// to replay on another server. `name` is lower case.
+    Set {
+        name: String,
+        local: bool,
+        sql: String,
+    },
+    /// RESET name (RESET ROLE: `role`; RESET SESSION AUTHORIZATION:
+    /// `session_authorization`).
+    Reset { name: String },
+    /// RESET ALL.
+    ResetAll,
+    /// DISCARD ALL.
+    DiscardAll,
+    /// SQL PREPARE. `sql` is the whole PREPARE statement; `read` says whether
+    /// the prepared statement is a read, provided the caller also settles
+    /// `functions` (its unsettled function names).
+    Prepare {
+        name: String,
+        sql: String,
+        read: bool,
+        functions: Vec<Box<str>>,
+    },
+    /// SQL EXECUTE name: its access is the remembered Prepare's.
+    Execute { name: String },
+    /// DEALLOCATE [PREPARE] name; `None` for ALL.
+    Deallocate { name: Option<String> },
+    /// The session cannot move between servers from now on.
+    Pin(PinCause),
+    /// SET pgsplit.route = … (RESET pgsplit.route means Auto). Local only.
+    Route(RouteMode),
+    /// SET pgsplit.min_lsn = '…'; `None` for RESET. Local only.
+    MinLsn(Option<String>),
+}
+
+/// The classification of one Query or Parse message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Write if any statement is a write, else Read. The caller must still
+    /// settle `functions`.
+    pub access: Access,
+    /// A bounded label for metrics: the first write's reason, else the first
+    /// statement's.
+    pub reason: &'static str,
+    /// Function names the lists could not settle, in SQL identifier syntax
+    /// (`myfunc`, `myschema.f`, `"MixedCase"`), deduplicated. Only meaningful
+    /// when `access` is Read.
+    pub functions: Vec<Box<str>>,
+    /// Transaction and session effects, in statement order.
+    pub effects: Vec<Effect>,
+    /// A `/* pgsplit:primary */` or `/* pgsplit:replica */` comment (a real
+    /// comment, as the lexer sees it). Primary wins if both appear.
+    pub hint: Option<RouteMode>,
+    /// Every statement is a pgsplit setting: answer locally, send nothing.
+    pub local_only: bool,
+}
+
+impl Verdict {
+    pub(crate) fn write(reason: &'static str) -> Self {
+        Verdict {
+            access: Access::Write,
+            reason,
+            functions: Vec::new(),
+            effects: Vec::new(),
+            hint: None,
+            local_only: false,
+        }
+    }
+}
+
+const SHARDS: usize = 16;
+
+type Shard = Mutex<HashMap<Box<str>, Arc<Verdict>>>;
+
+/// Classifies statements, with a bounded cache keyed by exact text.
+/// `Send + Sync`: one is shared by every session.
+pub struct Classifier {
+    lists: FunctionLists,
+    shards: Box<[Shard]>,
+    shard_capacity: usize,
+    hasher: RandomState,
+}
+
+impl Classifier {
+    /// `read_functions`/`write_functions` are the configured overrides (write
+    /// wins; neither overrides the built-in write list). `cache_capacity` is
+    /// the total number of cached texts; 0 disables the cache.
+    pub fn new(
+        read_functions: &[String],
+        write_functions: &[String],
+        cache_capacity: usize,
+    ) -> Self {
+        Classifier {
+            lists: FunctionLists::new(read_functions, write_functions),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_capacity: cache_capacity.div_ceil(SHARDS),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Classifies `sql`, from the cache when this exact text was seen. A full
+    /// shard is cleared before an insert (crude, bounded, and cheap).
+    pub fn classify(&self, sql: &str) -> Arc<Verdict> {
+        if self.shard_capacity == 0 {
+            return Arc::new(self.classify_uncached(sql));
+        }
+        let shard = &self.shards[(self.hasher.hash_one(sql) as usize) % SHARDS];
+        if let Some(hit) = lock(shard).get(sql) {
+            return Arc::clone(hit);
+        }
+        // Classify outside the lock: parsing is the slow part.
+        let verdict = Arc::new(self.classify_uncached(sql));
+        let mut map = lock(shard);
+        if map.len() >= self.shard_capacity {
+            map.clear();
+        }
+        map.insert(sql.into(), Arc::clone(&verdict));
+        verdict
+    }
+
+    /// Classifies `sql` without the cache.
+    pub fn classify_uncached(&self, sql: &str) -> Verdict {
+        let scanned = match fast::scan(sql) {
+            Ok(scanned) => scanned,
+            // The parser uses the same lexer, so it would fail too.
+            Err(_) => return Verdict::write("unparsable"),
+        };
+        let mut verdict = if scanned.backslash_in_plain_string {
+            // Whether `\` escapes a quote depends on the server's
+            // standard_conforming_strings, which the text does not say.
+            Verdict::write("backslash_string")
+        } else if fast::plain_select(sql, &scanned.tokens, &self.lists) {
+            Verdict {
+                access: Access::Read,
+                reason: "read",
+                functions: Vec::new(),
+                effects: Vec::new(),
+                hint: None,
+                local_only: false,
+            }
+        } else {
+            statement::classify_parsed(sql, &self.lists)
+        };
+        verdict.hint = scanned.hint;
+        verdict
+    }
+}
+
+fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Verdict>>> {
+    // A panic while holding the lock cannot leave the map inconsistent (only
+    // whole inserts and clears happen under it), so poisoning is ignored.
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
