@@ -43,6 +43,8 @@ pub struct Shared {
     config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Configurations applied since start (0 = the first).
     config_generation: std::sync::atomic::AtomicU64,
+    /// Statement classifier (with its cache), rebuilt on reload.
+    pub classifier: ArcSwap<crate::classify::Classifier>,
     /// Clients admitted and not yet gone.
     clients: AtomicUsize,
     /// Clients over the limit that are being told so.
@@ -150,6 +152,10 @@ impl Shared {
             restart.push("runtime.worker_threads");
         }
         self.users.store(Arc::new(Users::from_config(&new)));
+        let routing = (&old.routing.read_functions, &old.routing.write_functions, old.routing.classify_cache);
+        if routing != (&new.routing.read_functions, &new.routing.write_functions, new.routing.classify_cache) {
+            self.classifier.store(Arc::new(classifier_for(&new)));
+        }
         let generation = self.topology.reconfigure(&new);
         {
             let mut stop = self.probe_stop.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,6 +281,7 @@ impl Proxy {
             config_generation: std::sync::atomic::AtomicU64::new(0),
             clients: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
+            classifier: ArcSwap::from_pointee(classifier_for(&config)),
             config: ArcSwap::from_pointee(config),
         });
         let tracker = TaskTracker::new();
@@ -406,4 +413,12 @@ async fn accept_loop(
             }
         }
     }
+}
+
+fn classifier_for(config: &Config) -> crate::classify::Classifier {
+    crate::classify::Classifier::new(
+        &config.routing.read_functions,
+        &config.routing.write_functions,
+        config.routing.classify_cache,
+    )
 }

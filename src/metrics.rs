@@ -33,6 +33,18 @@ struct DurationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatementLabels {
+    listener: &'static str,
+    target: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     backend: String,
     state: &'static str,
@@ -71,9 +83,24 @@ pub struct ListenerMetrics {
     pub duration_primary: Histogram,
     /// The same for requests served by a replica.
     pub duration_replica: Histogram,
+    statements: Family<StatementLabels, Counter>,
 }
 
 impl ListenerMetrics {
+    /// Counts requests sent to `target`, with a bounded `reason`.
+    pub fn statements(&self, target: &'static str, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.statements
+            .get_or_create(&StatementLabels {
+                listener: self.listener.as_str(),
+                target,
+                reason,
+            })
+            .inc_by(n);
+    }
+
     /// Counts an error sent to a client, by SQLSTATE.
     pub fn client_error(&self, sqlstate: &str) {
         self.errors
@@ -99,6 +126,9 @@ pub struct Metrics {
     pub primary_changes: Counter,
     config_reloads: Family<ResultLabel, Counter>,
     server_connections: Family<ServerLabels, Gauge>,
+    pins: Family<CauseLabel, Counter>,
+    /// Time to classify one message's SQL (cache hits included).
+    pub classify_seconds: Histogram,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -144,6 +174,34 @@ impl Metrics {
             "pgsplit_statement_duration_seconds",
             "Time from a request to its ReadyForQuery, by listener and target",
             durations.clone(),
+        );
+        let statements = Family::<StatementLabels, Counter>::default();
+        registry.register(
+            "pgsplit_statements",
+            "Requests (Query, Sync, FunctionCall) by listener, target and routing reason",
+            statements.clone(),
+        );
+        let pins = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "pgsplit_session_pins",
+            "Sessions pinned to the primary, by what pinned them",
+            pins.clone(),
+        );
+        let classify_seconds = Histogram::new([
+            0.000_000_5,
+            0.000_001,
+            0.000_002,
+            0.000_005,
+            0.000_01,
+            0.000_02,
+            0.000_05,
+            0.000_1,
+            0.001,
+        ]);
+        registry.register(
+            "pgsplit_classify_duration_seconds",
+            "Time to classify one message's SQL, cache lookups included",
+            classify_seconds.clone(),
         );
         let server_connections = Family::<ServerLabels, Gauge>::default();
         registry.register(
@@ -250,6 +308,7 @@ impl Metrics {
                 bytes_to_client: to_client.clone(),
                 duration_primary,
                 duration_replica,
+                statements: statements.clone(),
             }
         };
         Metrics {
@@ -265,6 +324,8 @@ impl Metrics {
             primary_changes,
             config_reloads,
             server_connections,
+            pins,
+            classify_seconds,
         }
     }
 
@@ -294,6 +355,11 @@ impl Metrics {
         let in_use = count("in_use");
         let idle = count("idle");
         (in_use, idle)
+    }
+
+    /// Counts a session pinned to the primary.
+    pub fn pinned(&self, cause: &'static str) {
+        self.pins.get_or_create(&CauseLabel { cause }).inc();
     }
 
     /// Counts a configuration reload.
@@ -391,5 +457,12 @@ mod tests {
         assert!(text.contains("pgsplit_client_connections_total{listener=\"read_write\"} 1"));
         assert!(text.contains("# TYPE pgsplit_build_info gauge"));
         assert!(!text.contains("# EOF"));
+    }
+}
+
+impl crate::session::split::Observe for Metrics {
+    fn classified(&self, started: std::time::Instant) {
+        self.classify_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 }

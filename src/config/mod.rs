@@ -219,15 +219,37 @@ pub enum NoReplica {
     Error,
 }
 
-/// `[routing]`: where reads go.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+/// `[routing]`: where reads go. Reloadable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routing {
     /// The primary also serves reads, by its `weight`, alongside in-rotation
     /// replicas. Default false.
     pub primary_reads: bool,
     /// With no replica in rotation: `"primary"` (default) or `"error"`.
+    /// (Read-only port only: reads on the read-write port fall back to the
+    /// primary.)
     pub no_replica: NoReplica,
+    /// Functions to treat as read-only on top of the built-in list (user
+    /// functions known to be safe on a replica). Default empty.
+    pub read_functions: Vec<String>,
+    /// Functions to treat as writes, whatever else says otherwise. Default
+    /// empty.
+    pub write_functions: Vec<String>,
+    /// Statement texts whose verdict is cached. Default 10000; 0 disables.
+    pub classify_cache: usize,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            primary_reads: false,
+            no_replica: NoReplica::default(),
+            read_functions: Vec::new(),
+            write_functions: Vec::new(),
+            classify_cache: 10_000,
+        }
+    }
 }
 
 /// `[runtime]`: the process itself.

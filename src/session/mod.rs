@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod relay;
+pub mod split;
 pub mod state;
 pub mod stream;
 pub mod upstream;
@@ -21,6 +22,7 @@ use tokio::net::TcpStream;
 
 use self::error::SessionError;
 use self::relay::{Failure, Outcome, Relay, Traffic};
+use self::split::Split;
 use self::stream::ClientStream;
 use self::upstream::Upstream;
 use crate::app::{Admission, Shared};
@@ -129,6 +131,7 @@ async fn run(
         client: stream,
         upstream,
         max_message: config.limits.max_message_size,
+        split: (listener == Listener::ReadWrite).then(Split::default),
     };
     match relay.run(&mut who.traffic).await {
         Ok(Outcome::Shutdown) => Err(Failure {

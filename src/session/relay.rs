@@ -24,14 +24,16 @@ use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use super::error::SessionError;
+use super::split::Split;
 use super::state::SessionState;
 use super::stream::ClientStream;
 use super::upstream::{eligible, lost, moved_error, Upstream};
 use crate::metrics::ListenerMetrics;
 use crate::protocol::frame::{bytes_wanted, split_frame, StreamScanner};
 use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
-use crate::route::{Dest, Listener};
+use crate::route::Dest;
 
+mod client;
 #[cfg(test)]
 mod tests;
 
@@ -145,6 +147,8 @@ pub struct Relay<'a> {
     pub client: &'a mut ClientStream,
     pub upstream: Upstream<'a>,
     pub max_message: usize,
+    /// Per-statement routing state (read-write port only).
+    pub split: Option<Split>,
 }
 
 impl Relay<'_> {
@@ -211,7 +215,7 @@ impl Relay<'_> {
             }
             // Room for the rest of a partial client message (bounded by the
             // limit, checked on its header) or for a normal read.
-            let read_client = d.to_server < HIGH_WATER;
+            let read_client = d.to_server < HIGH_WATER && !d.held;
             let read_server = self.upstream.server.is_some() && d.to_client < HIGH_WATER;
             if read_client {
                 let wanted = bytes_wanted(&d.client_buf[d.to_server..], max)
@@ -261,43 +265,7 @@ impl Relay<'_> {
                         routing_peek.mark_unchanged();
                         self.on_routing_change(phase, d).await?;
                     }
-                    let idle_before = phase.is_idle();
-                    let ready_before = matches!(phase, Phase::Ready(_));
-                    let owed_before = phase.owed();
-                    let (forward, terminate) =
-                        scan_client(&d.client_buf[d.to_server..], max, &mut phase, &mut d.state)
-                            .map_err(|e| d.fail(e.into()))?;
-                    if forward > 0 {
-                        if idle_before {
-                            // A new transaction: held while paused.
-                            if let Err(ms) = self.upstream.shared.wait_unpaused().await {
-                                return Err(Failure {
-                                    error: SessionError::PauseTimeout { ms },
-                                    can_tell: true,
-                                });
-                            }
-                            // Nothing is in flight: a safe point to change servers.
-                            self.upstream
-                                .ensure_server(self.upstream.dest, d.state)
-                                .await
-                                .map_err(|error| Failure {
-                                    error,
-                                    can_tell: true,
-                                })?;
-                        }
-                        let requests = u64::from(phase.owed() - owed_before);
-                        if self.on_primary() {
-                            d.traffic.to_primary += requests;
-                        } else {
-                            d.traffic.to_replica += requests;
-                        }
-                        if ready_before && d.started.is_none() {
-                            d.started = Some(Instant::now());
-                        }
-                        d.to_server += forward;
-                        self.try_send_to_server(&mut *d)?;
-                    }
-                    if terminate {
+                    if self.take_client_bytes(d, &mut phase).await? {
                         self.drain_to_server(&mut *d).await;
                         break Outcome::Terminated;
                     }
@@ -367,6 +335,14 @@ impl Relay<'_> {
                         }
                     }
                     self.try_send_to_client(&mut *d)?;
+                    if d.held && matches!(phase, Phase::Ready(_)) && d.to_server == 0 {
+                        // The server is done: what waited goes now.
+                        d.held = false;
+                        if self.take_client_bytes(d, &mut phase).await? {
+                            self.drain_to_server(&mut *d).await;
+                            break Outcome::Terminated;
+                        }
+                    }
                 }
                 Io::ServerWrote(Ok(n)) => d.sent_to_server(n, self.metrics()),
                 Io::ServerWrote(Err(_)) => {
@@ -500,6 +476,14 @@ struct Duplex {
     /// When the request now in flight was sent (for the duration histogram).
     started: Option<Instant>,
     traffic: Traffic,
+    /// The last message forwarded left an extended-protocol batch open.
+    open_batch: bool,
+    /// Client messages wait in `client_buf` until the server is done with
+    /// the current request (they must go elsewhere, or need a sync first).
+    held: bool,
+    /// The server connection the last batch went to (its cancel key): a
+    /// different one gets a full sync.
+    last_server: Option<crate::protocol::startup::CancelKey>,
 }
 
 impl Default for Duplex {
@@ -516,6 +500,9 @@ impl Default for Duplex {
             state: SessionState::Clean,
             started: None,
             traffic: Traffic::default(),
+            open_batch: false,
+            held: false,
+            last_server: None,
         }
     }
 }
@@ -637,16 +624,23 @@ fn poll_io<'a>(
 
 /// Walks the whole client messages at the front of `buf`: returns how many
 /// bytes to forward and whether a Terminate follows them. Counts requests into
-/// `phase`. Rejects message types a client may not send after startup.
+/// `phase`; `open_batch` says whether the last one forwarded leaves an
+/// extended-protocol batch open (no Sync yet). Rejects message types a client
+/// may not send after startup.
 fn scan_client(
     buf: &[u8],
     max: usize,
     phase: &mut Phase,
     state: &mut SessionState,
+    open_batch: &mut bool,
 ) -> Result<(usize, bool), ProtocolError> {
     let mut pos = 0;
     while let Some(frame) = split_frame(&buf[pos..], max)? {
         state.note(frame.tag, frame.body);
+        *open_batch = !matches!(
+            frame.tag,
+            tag::QUERY | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE
+        ) && !matches!(frame.tag, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL);
         match frame.tag {
             tag::TERMINATE => return Ok((pos, true)),
             tag::QUERY | tag::SYNC | tag::FUNCTION_CALL => phase.sent_request(),

@@ -30,6 +30,7 @@ use crate::pool::{ServerConn, Synced};
 use crate::protocol::frame::split_frame;
 use crate::protocol::{cstr, encode, tag, ProtocolError};
 use crate::route::Dest;
+use crate::session::state::SessionState;
 
 /// Where a batch goes, and why.
 #[derive(Debug)]
@@ -281,6 +282,7 @@ impl Split {
     /// then Close/Parse + Sync, then one Query for settings and SQL PREPAREs.
     /// Returns how many ReadyForQuery replies to wait for (0: nothing to do).
     /// Marks `server` as holding what it will hold once they succeed.
+    #[allow(clippy::too_many_arguments)]
     pub fn sync_messages(
         &self,
         server: &mut ServerConn,
@@ -414,9 +416,88 @@ impl Split {
         synced.prepared.insert(name.into(), p.version);
     }
 
+    /// The session's movability, for the relay: pinned sessions hold state
+    /// no other server connection can be given.
+    pub fn state(&self) -> SessionState {
+        match self.pinned {
+            Some(cause) => SessionState::Stateful(cause.label()),
+            None => SessionState::Clean,
+        }
+    }
+
+    /// Whether `synced` already holds everything the batch at the front of
+    /// `buf` needs, so that it can follow a request still in flight.
+    pub fn in_sync(
+        &self,
+        synced: &Synced,
+        buf: &[u8],
+        max: usize,
+        classifier: &Classifier,
+        observe: &dyn Observe,
+    ) -> bool {
+        if synced.epoch != self.epoch || synced.set_version != self.set_version {
+            return false;
+        }
+        let holds = |name: &[u8]| match std::str::from_utf8(name) {
+            Ok(name) => match self.prepared.get(name) {
+                Some(p) => synced.prepared.get(name) == Some(&p.version),
+                None => true,
+            },
+            Err(_) => true,
+        };
+        let mut names = BatchNames::default();
+        let mut pos = 0;
+        while let Ok(Some(frame)) = split_frame(&buf[pos..], max) {
+            pos += frame.wire_len();
+            match frame.tag {
+                tag::PARSE => {
+                    let name = cstr(frame.body).map_or(&b""[..], |(n, _)| n);
+                    if name.is_empty() {
+                        continue;
+                    }
+                    names.push(name, true);
+                    let stale = std::str::from_utf8(name).is_ok_and(|text| {
+                        synced.prepared.get(text).is_some_and(|v| {
+                            self.prepared.get(text).map(|p| p.version) != Some(*v)
+                        })
+                    });
+                    if stale {
+                        return false;
+                    }
+                }
+                tag::BIND => {
+                    let rest = cstr(frame.body).map_or(&b""[..], |(_, r)| r);
+                    let name = cstr(rest).map_or(&b""[..], |(n, _)| n);
+                    if !name.is_empty() && names.get(name).is_none() && !holds(name) {
+                        return false;
+                    }
+                }
+                tag::DESCRIBE if frame.body.first() == Some(&b'S') => {
+                    let name = cstr(&frame.body[1..]).map_or(&b""[..], |(n, _)| n);
+                    if !name.is_empty() && names.get(name).is_none() && !holds(name) {
+                        return false;
+                    }
+                }
+                tag::QUERY => {
+                    let text = cstr(frame.body).map_or(&b""[..], |(s, _)| s);
+                    let verdict = Self::verdict(classifier, text, observe);
+                    let missing = verdict.effects.iter().any(|e| {
+                        matches!(e, Effect::Execute { name } if !holds(name.as_bytes()))
+                    });
+                    if missing {
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
     /// Records the effects of the batch at the front of `buf`, which is about
-    /// to go to `server` (serving `dest`). Returns a new pin, if the batch
-    /// pinned the session.
+    /// to go to `server` (serving `dest`); `in_tx` when a transaction is open
+    /// already. Returns a new pin, if the batch pinned the session.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &mut self,
         buf: &[u8],
@@ -425,6 +506,7 @@ impl Split {
         server: &mut ServerConn,
         classifier: &Classifier,
         observe: &dyn Observe,
+        in_tx: bool,
     ) -> Result<Option<PinCause>, ProtocolError> {
         let was_pinned = self.pinned.is_some();
         let mut pos = 0;
@@ -436,7 +518,7 @@ impl Split {
                     let sql = cstr(frame.body).map_or(&b""[..], |(s, _)| s);
                     let verdict = Self::verdict(classifier, sql, observe);
                     if !verdict.effects.is_empty() {
-                        self.apply(&verdict.effects, server);
+                        self.apply(&verdict.effects, server, in_tx);
                     }
                 }
                 tag::PARSE => {
@@ -483,8 +565,7 @@ impl Split {
         Ok(if was_pinned { None } else { self.pinned })
     }
 
-    fn apply(&mut self, effects: &[Effect], server: &mut ServerConn) {
-        let mut in_tx = false;
+    fn apply(&mut self, effects: &[Effect], server: &mut ServerConn, mut in_tx: bool) {
         for effect in effects {
             match effect {
                 Effect::Begin { .. } => in_tx = true,

@@ -17,7 +17,7 @@ fn pipelined_extended_batch_owes_one_ready_per_sync() {
         wire.extend(msg(b'S', b""));
     }
     let mut phase = Phase::Ready(TxStatus::Idle);
-    let (n, term) = scan_client(&wire, 1024, &mut phase, &mut SessionState::Clean).unwrap();
+    let (n, term) = scan_client(&wire, 1024, &mut phase, &mut SessionState::Clean, &mut false).unwrap();
     assert_eq!((n, term), (wire.len(), false));
     assert_eq!(
         phase,
@@ -40,12 +40,12 @@ fn terminate_stops_forwarding_and_partial_messages_wait() {
     wire.extend(msg(b'X', b""));
     let mut phase = Phase::Ready(TxStatus::Idle);
     assert_eq!(
-        scan_client(&wire, 1024, &mut phase, &mut SessionState::Clean).unwrap(),
+        scan_client(&wire, 1024, &mut phase, &mut SessionState::Clean, &mut false).unwrap(),
         (q, true)
     );
     let mut phase = Phase::Ready(TxStatus::Idle);
     assert_eq!(
-        scan_client(&wire[..q - 1], 1024, &mut phase, &mut SessionState::Clean).unwrap(),
+        scan_client(&wire[..q - 1], 1024, &mut phase, &mut SessionState::Clean, &mut false).unwrap(),
         (0, false)
     );
 }
@@ -58,7 +58,8 @@ fn garbage_and_oversize_are_protocol_errors() {
             b"\x01\0\0\0\x04",
             1024,
             &mut phase,
-            &mut SessionState::Clean
+            &mut SessionState::Clean,
+            &mut false
         ),
         Err(ProtocolError::UnknownTag { tag: 1 })
     ));
@@ -67,7 +68,8 @@ fn garbage_and_oversize_are_protocol_errors() {
             &msg(b'Q', &[b'a'; 2000]),
             1024,
             &mut phase,
-            &mut SessionState::Clean
+            &mut SessionState::Clean,
+            &mut false
         ),
         Err(ProtocolError::TooLarge { .. })
     ));

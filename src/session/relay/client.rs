@@ -1,0 +1,315 @@
+//! Client messages on their way to a server. On the read-write port each
+//! batch is routed here: planned at a batch boundary, sent to the server the
+//! plan names (switching only at idle points), after bringing that server up
+//! to date with the session's state. A batch that arrives while a replica is
+//! busy and must go elsewhere waits in the client buffer until it is free.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::{scan_client, Duplex, Failure, Phase, Relay, TxStatus};
+use crate::pool::ServerConn;
+use crate::protocol::frame::split_frame;
+use crate::protocol::{message, tag};
+use crate::route::Dest;
+use crate::session::error::SessionError;
+use crate::session::state::SessionState;
+use crate::session::upstream::lost;
+
+/// What to do with a batch on the read-write port.
+enum Step {
+    /// At an idle point: go where the plan says.
+    Route { dest: Dest, reason: &'static str },
+    /// Stay on the current server (a transaction, a batch already open, a
+    /// pipelined request it can serve).
+    Stay { reason: &'static str },
+    /// Wait until the current server is done.
+    Hold,
+}
+
+/// How long the replies to a sync may take.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Relay<'_> {
+    /// Takes the whole messages the client sent, routes and forwards them.
+    /// Returns true when a Terminate follows them.
+    pub(super) async fn take_client_bytes(
+        &mut self,
+        d: &mut Duplex,
+        phase: &mut Phase,
+    ) -> Result<bool, Failure> {
+        let max = self.max_message;
+        let idle_before = phase.is_idle();
+        let ready_before = matches!(phase, Phase::Ready(_));
+        let owed_before = phase.owed();
+        let in_tx = match *phase {
+            Phase::Ready(status) | Phase::Busy { last: status, .. } => status != TxStatus::Idle,
+        };
+        let step = match self.step(d, *phase) {
+            Ok(Step::Hold) => {
+                d.held = true;
+                return Ok(false);
+            }
+            Ok(step) => Some(step),
+            Err(e) => return Err(d.fail(e)),
+        }
+        .filter(|_| self.split.is_some());
+
+        let mut scratch = SessionState::Clean;
+        let state = if self.split.is_some() {
+            &mut scratch
+        } else {
+            &mut d.state
+        };
+        let (forward, terminate) = scan_client(
+            &d.client_buf[d.to_server..],
+            max,
+            phase,
+            state,
+            &mut d.open_batch,
+        )
+        .map_err(|e| d.fail(e.into()))?;
+        if forward == 0 {
+            return Ok(terminate);
+        }
+        let tell = |error| Failure {
+            error,
+            can_tell: true,
+        };
+        let mut reason = "listener";
+        if idle_before {
+            // A new transaction: held while paused.
+            if let Err(ms) = self.upstream.shared.wait_unpaused().await {
+                return Err(tell(SessionError::PauseTimeout { ms }));
+            }
+            let dest = match step {
+                Some(Step::Route { dest, .. }) => dest,
+                _ => self.upstream.dest,
+            };
+            // Nothing is in flight: a safe point to change servers.
+            self.upstream
+                .ensure_server(dest, d.state)
+                .await
+                .map_err(tell)?;
+        }
+        if let Some(step) = step {
+            reason = match step {
+                Step::Route { reason, .. } | Step::Stay { reason } => reason,
+                Step::Hold => unreachable!("returned above"),
+            };
+            if ready_before {
+                if let Some(fallback) = self.sync_server(d, forward).await? {
+                    reason = fallback;
+                }
+            }
+            self.record(d, forward, in_tx)?;
+        }
+        let requests = u64::from(phase.owed() - owed_before);
+        let target = if self.on_primary() {
+            d.traffic.to_primary += requests;
+            Dest::Primary
+        } else {
+            d.traffic.to_replica += requests;
+            Dest::Replica
+        };
+        self.metrics().statements(target.as_str(), reason, requests);
+        if ready_before && d.started.is_none() {
+            d.started = Some(Instant::now());
+        }
+        d.to_server += forward;
+        self.try_send_to_server(d)?;
+        Ok(terminate)
+    }
+
+    /// Decides what a read-write batch does; `Stay` on the read-only port.
+    fn step(&self, d: &Duplex, phase: Phase) -> Result<Step, SessionError> {
+        let Some(split) = &self.split else {
+            return Ok(Step::Stay { reason: "listener" });
+        };
+        if d.open_batch {
+            return Ok(Step::Stay { reason: "batch" });
+        }
+        let shared = self.upstream.shared;
+        let buf = &d.client_buf[d.to_server..];
+        let max = self.max_message;
+        let classifier = shared.classifier.load();
+        let metrics = &shared.metrics;
+        match phase {
+            Phase::Ready(TxStatus::Idle) => {
+                let replicas = !shared.topology.snapshot().read_schedule.is_empty();
+                let plan = split.plan(buf, max, &classifier, replicas, metrics)?;
+                Ok(Step::Route {
+                    dest: plan.dest,
+                    reason: plan.reason,
+                })
+            }
+            Phase::Ready(_) => Ok(Step::Stay {
+                reason: "transaction",
+            }),
+            Phase::Busy { last, .. } => {
+                let mut reason = "transaction";
+                if last == TxStatus::Idle {
+                    reason = "pipelined";
+                    if self.upstream.dest == Dest::Replica {
+                        let plan = split.plan(buf, max, &classifier, true, metrics)?;
+                        if plan.dest != Dest::Replica {
+                            return Ok(Step::Hold);
+                        }
+                        reason = plan.reason;
+                    }
+                }
+                let in_sync = self.upstream.server.as_ref().is_some_and(|s| {
+                    split.in_sync(&s.synced, buf, max, &classifier, metrics)
+                });
+                Ok(if in_sync {
+                    Step::Stay { reason }
+                } else {
+                    Step::Hold
+                })
+            }
+        }
+    }
+
+    /// Brings the attached server up to date for the next `forward` bytes.
+    /// A replica that fails to take the session's state is left for the
+    /// primary; returns the reason label then.
+    async fn sync_server(
+        &mut self,
+        d: &mut Duplex,
+        forward: usize,
+    ) -> Result<Option<&'static str>, Failure> {
+        let max = self.max_message;
+        let shared = self.upstream.shared;
+        let classifier = shared.classifier.load();
+        let mut fallback = None;
+        loop {
+            let split = self.split.as_ref().expect("read-write port");
+            let server = self.upstream.server.as_mut().expect("attached");
+            let full = d.last_server != Some(server.key);
+            let batch = &d.client_buf[d.to_server..d.to_server + forward];
+            let mut out = BytesMut::new();
+            let replies = split
+                .sync_messages(
+                    server,
+                    batch,
+                    max,
+                    full,
+                    &classifier,
+                    &shared.metrics,
+                    &mut out,
+                )
+                .map_err(|e| d.fail(e.into()))?;
+            d.last_server = Some(server.key);
+            if replies == 0 {
+                return Ok(fallback);
+            }
+            // Anything the server said while idle and that is not whole yet
+            // is read on from here (and not passed on).
+            let leftover = d.server_buf.split_off(d.to_client);
+            let result =
+                tokio::time::timeout(SYNC_TIMEOUT, run_sync(server, &out, replies, leftover, max))
+                    .await;
+            let error = match result {
+                Ok(Ok(None)) => return Ok(fallback),
+                Ok(Ok(Some(error))) => error,
+                Ok(Err(_)) | Err(_) => {
+                    return Err(Failure {
+                        error: lost(server),
+                        can_tell: true,
+                    })
+                }
+            };
+            if self.upstream.dest == Dest::Primary {
+                // The client would have had the same error from a single
+                // server; its own statement will say so.
+                tracing::debug!(backend = %server.name, %error, "replaying session state failed on the primary");
+                return Ok(fallback);
+            }
+            tracing::info!(backend = %server.name, %error, "replaying session state failed on a replica; using the primary");
+            self.upstream
+                .detach("it could not take the session's state")
+                .await;
+            self.upstream
+                .ensure_server(Dest::Primary, d.state)
+                .await
+                .map_err(|error| Failure {
+                    error,
+                    can_tell: true,
+                })?;
+            fallback = Some("replay_failed");
+        }
+    }
+
+    /// Records the effects of the next `forward` bytes (read-write port).
+    fn record(&mut self, d: &mut Duplex, forward: usize, in_tx: bool) -> Result<(), Failure> {
+        let shared = self.upstream.shared;
+        let classifier = shared.classifier.load();
+        let split = self.split.as_mut().expect("read-write port");
+        let server = self.upstream.server.as_mut().expect("attached");
+        let batch = &d.client_buf[d.to_server..d.to_server + forward];
+        let pinned = split
+            .record(
+                batch,
+                self.max_message,
+                self.upstream.dest,
+                server,
+                &classifier,
+                &shared.metrics,
+                in_tx,
+            )
+            .map_err(|e| Failure {
+                error: e.into(),
+                can_tell: true,
+            })?;
+        if let Some(cause) = pinned {
+            shared.metrics.pinned(cause.label());
+            tracing::debug!(
+                cause = cause.label(),
+                "session pinned to the primary from now on"
+            );
+        }
+        d.state = split.state();
+        Ok(())
+    }
+}
+
+/// Sends `out` and reads the server's replies up to the `replies`-th
+/// ReadyForQuery, starting with the `leftover` bytes already read. Returns the
+/// first error the server reported, if any. Err: the connection is unusable.
+async fn run_sync(
+    server: &mut ServerConn,
+    out: &[u8],
+    replies: u32,
+    mut pending: BytesMut,
+    max: usize,
+) -> Result<Option<String>, ()> {
+    server.stream.write_all(out).await.map_err(drop)?;
+    let mut seen = 0;
+    let mut error = None;
+    while seen < replies {
+        match split_frame(&pending, max).map_err(drop)? {
+            Some(frame) => {
+                match frame.tag {
+                    tag::READY_FOR_QUERY => seen += 1,
+                    tag::ERROR_RESPONSE if error.is_none() => {
+                        error = Some(match message::ErrorFields::parse(frame.body) {
+                            Ok(f) => format!("{} ({})", f.message, f.code),
+                            Err(_) => "an unreadable error".to_owned(),
+                        });
+                    }
+                    _ => {}
+                }
+                let len = frame.wire_len();
+                pending.advance(len);
+            }
+            None => {
+                pending.reserve(4096);
+                if server.stream.read_buf(&mut pending).await.map_err(drop)? == 0 {
+                    return Err(());
+                }
+            }
+        }
+    }
+    Ok(error)
+}
