@@ -19,6 +19,9 @@ pub struct Setup {
     pub wait_ready: bool,
     /// Last word on the proxy's configuration.
     pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
+    /// Extra postgresql.conf lines for every node (see
+    /// [`ClusterOptions::extra_conf`]).
+    pub extra_conf: Vec<String>,
 }
 
 impl Default for Setup {
@@ -27,6 +30,7 @@ impl Default for Setup {
             replicas: 2,
             wait_ready: true,
             tweak: Box::new(|_| {}),
+            extra_conf: Vec::new(),
         }
     }
 }
@@ -38,6 +42,12 @@ impl Setup {
     }
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
+        self
+    }
+    /// Appends lines to every node's postgresql.conf (after the testbed's
+    /// own settings), e.g. `shared_preload_libraries = 'pg_stat_statements'`.
+    pub fn extra_conf<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
+        self.extra_conf.extend(lines.into_iter().map(Into::into));
         self
     }
     /// Adds a change to the configuration, after the ones already added.
@@ -101,10 +111,11 @@ impl Env {
         init_logging();
         let replicas = setup.replicas;
         let wait_ready = setup.wait_ready;
+        let extra_conf = setup.extra_conf;
         let cluster = tokio::task::spawn_blocking(move || {
             Cluster::start(ClusterOptions {
                 replicas,
-                extra_conf: vec![],
+                extra_conf,
             })
         })
         .await
