@@ -43,6 +43,8 @@ pub struct Shared {
     config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Configurations applied since start (0 = the first).
     config_generation: std::sync::atomic::AtomicU64,
+    /// What `pg_proc` said about functions the classifier does not know.
+    pub functions: crate::session::split::FunctionCache,
     /// Statement classifier (with its cache), rebuilt on reload.
     pub classifier: ArcSwap<crate::classify::Classifier>,
     /// Clients admitted and not yet gone.
@@ -282,6 +284,7 @@ impl Proxy {
             clients: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             classifier: ArcSwap::from_pointee(classifier_for(&config)),
+            functions: Default::default(),
             config: ArcSwap::from_pointee(config),
         });
         let tracker = TaskTracker::new();

@@ -393,7 +393,8 @@ async fn checker_sees_statements_on_replicas() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "25006", "{}", db_error(&err));
-    let rw = env.connect(env.rw).await;
+    // Straight to the primary: this test checks the checker, not routing.
+    let rw = env.connect(env.primary_port()).await;
     rw.simple_query("/* selfcheck primary */ SELECT v FROM items WHERE id = 2")
         .await
         .unwrap();

@@ -123,6 +123,28 @@ pub fn backend_key_data(body: &[u8]) -> Result<CancelKey, ProtocolError> {
 }
 
 /// ParameterStatus ('S'): name and value.
+/// A DataRow's columns as text (`None` for NULL); non-UTF-8 is an error.
+pub fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> {
+    const BAD: ProtocolError = ProtocolError::Malformed { what: "data row" };
+    let count = body.get(..2).ok_or(BAD)?;
+    let count = u16::from_be_bytes([count[0], count[1]]) as usize;
+    let mut rest = &body[2..];
+    let mut columns = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = rest.get(..4).ok_or(BAD)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            columns.push(None);
+            continue;
+        }
+        let value = rest.get(..len as usize).ok_or(BAD)?;
+        columns.push(Some(std::str::from_utf8(value).map_err(|_| BAD)?.to_owned()));
+        rest = &rest[len as usize..];
+    }
+    Ok(columns)
+}
+
 pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
     const BAD: ProtocolError = ProtocolError::Malformed {
         what: "ParameterStatus",

@@ -40,6 +40,93 @@ pub struct Plan {
     pub reason: &'static str,
     /// Requests in the batch (Query, Sync, FunctionCall).
     pub requests: u32,
+    /// Functions the catalog cache could not settle (each counted as a
+    /// write): look them up and plan again.
+    pub unknown: Vec<Box<str>>,
+}
+
+/// What pgsplit learned from `pg_proc` about functions its lists do not
+/// know, per database: `true` when every function of that name is
+/// immutable or stable (read-only), `false` when one is volatile or none
+/// exists. Entries expire, so a function redefined is noticed.
+#[derive(Debug, Default)]
+pub struct FunctionCache {
+    entries: std::sync::Mutex<HashMap<(Box<str>, Box<str>), (bool, Instant)>>,
+}
+
+/// Settles function names for one plan from the `pg_proc` cache, and
+/// remembers the ones it could not.
+pub struct Functions<'a> {
+    cache: &'a FunctionCache,
+    database: &'a str,
+    missing: std::cell::RefCell<Vec<Box<str>>>,
+}
+
+impl<'a> Functions<'a> {
+    pub fn new(cache: &'a FunctionCache, database: &'a str) -> Self {
+        Functions {
+            cache,
+            database,
+            missing: Default::default(),
+        }
+    }
+
+    fn settle(&self, name: &str) -> Option<bool> {
+        self.cache.get(self.database, name)
+    }
+
+    fn missing(&self, name: &str) {
+        let mut missing = self.missing.borrow_mut();
+        if !missing.iter().any(|m| &**m == name) {
+            missing.push(name.into());
+        }
+    }
+}
+
+/// How long a `pg_proc` answer is trusted.
+const FUNCTION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl FunctionCache {
+    pub fn get(&self, database: &str, name: &str) -> Option<bool> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // A tuple key of borrowed strs cannot be looked up without building
+        // one; names are short and lookups rare (only unknown functions).
+        let (read, at) = entries.get(&(database.into(), name.into()))?;
+        (at.elapsed() < FUNCTION_TTL).then_some(*read)
+    }
+
+    pub fn put(&self, database: &str, name: &str, read: bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= 100_000 {
+            entries.clear();
+        }
+        entries.insert((database.into(), name.into()), (read, Instant::now()));
+    }
+
+    /// The query that settles `names`: one row per name, `t` when every
+    /// function of that name is non-volatile, `f` otherwise (none found
+    /// included). Names that cannot be quoted safely are left out (they
+    /// stay writes).
+    pub fn lookup_sql(names: &[Box<str>]) -> Option<String> {
+        const Q: &str = "$pgsplit$";
+        let quoted: Vec<String> = names
+            .iter()
+            .filter(|n| !n.contains(Q) && !n.contains('\0'))
+            .map(|n| format!("{Q}{n}{Q}"))
+            .collect();
+        if quoted.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "SELECT n, coalesce((SELECT bool_and(p.provolatile <> 'v') \
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace s ON s.oid = p.pronamespace \
+             WHERE p.proname = i[array_length(i, 1)] \
+             AND (array_length(i, 1) = 1 OR s.nspname = i[1])), false) \
+             FROM (SELECT n, pg_catalog.parse_ident(n) AS i \
+             FROM unnest(ARRAY[{}]::text[]) AS n) AS names",
+            quoted.join(",")
+        ))
+    }
 }
 
 /// A prepared statement the session created, and how to create it again.
@@ -133,12 +220,19 @@ impl Split {
 
     /// Whether a classified message may run on a replica: a proven read, no
     /// function left unsettled, nothing that needs the primary or pins.
-    fn may_read(&self, verdict: &Verdict) -> Result<(), &'static str> {
+    fn may_read(&self, verdict: &Verdict, functions: &Functions) -> Result<(), &'static str> {
         if verdict.access != Access::Read {
             return Err(verdict.reason);
         }
-        if !verdict.functions.is_empty() {
-            return Err("function");
+        for name in &verdict.functions {
+            match functions.settle(name) {
+                Some(true) => {}
+                Some(false) => return Err("function"),
+                None => {
+                    functions.missing(name);
+                    return Err("function");
+                }
+            }
         }
         if verdict.hint == Some(RouteMode::Primary) {
             return Err("hint");
@@ -159,6 +253,8 @@ impl Split {
                 Effect::Commit { .. } | Effect::Rollback { .. } => in_tx = false,
                 Effect::Set { local: false, .. } if in_tx => return Err("set_in_transaction"),
                 Effect::Pin(_) => return Err("pin"),
+                Effect::Prepare { read: true, functions: names, .. }
+                    if names.iter().all(|n| functions.settle(n) == Some(true)) => {}
                 Effect::Execute { name } => match self.prepared.get(name.as_str()) {
                     Some(p) if p.read => {}
                     _ => return Err("write"),
@@ -181,6 +277,7 @@ impl Split {
         max: usize,
         classifier: &Classifier,
         replica_available: bool,
+        functions: &Functions,
         observe: &dyn Observe,
     ) -> Result<Plan, ProtocolError> {
         let mut requests = 0;
@@ -199,7 +296,7 @@ impl Split {
                     requests += 1;
                     let sql = cstr(frame.body).map_or(&b""[..], |(s, _)| s);
                     let verdict = Self::verdict(classifier, sql, observe);
-                    if let Err(why) = self.may_read(&verdict) {
+                    if let Err(why) = self.may_read(&verdict, functions) {
                         deny(why);
                     }
                 }
@@ -209,7 +306,7 @@ impl Split {
                     })?;
                     let sql = cstr(rest).map_or(&b""[..], |(s, _)| s);
                     let verdict = Self::verdict(classifier, sql, observe);
-                    let read = self.may_read(&verdict);
+                    let read = self.may_read(&verdict, functions);
                     if let Err(why) = read {
                         deny(why);
                     }
@@ -268,6 +365,7 @@ impl Split {
             dest,
             reason,
             requests,
+            unknown: functions.missing.take(),
         })
     }
 
@@ -505,6 +603,7 @@ impl Split {
         dest: Dest,
         server: &mut ServerConn,
         classifier: &Classifier,
+        functions: &Functions,
         observe: &dyn Observe,
         in_tx: bool,
     ) -> Result<Option<PinCause>, ProtocolError> {
@@ -525,7 +624,7 @@ impl Split {
                     let (name, rest) = cstr(frame.body).unwrap_or((b"", b""));
                     let sql = cstr(rest).map_or(&b""[..], |(s, _)| s);
                     let verdict = Self::verdict(classifier, sql, observe);
-                    let read = self.may_read(&verdict).is_ok();
+                    let read = self.may_read(&verdict, functions).is_ok();
                     if name.is_empty() {
                         self.unnamed = Some((dest, read));
                     } else if let Ok(name) = std::str::from_utf8(name) {

@@ -63,6 +63,14 @@ impl Upstream<'_> {
         self.attach().await
     }
 
+    /// The database the session logged in to.
+    pub fn database(&self) -> &str {
+        self.server_params
+            .iter()
+            .find(|(k, _)| k == "database")
+            .map_or("", |(_, v)| v.as_str())
+    }
+
     /// Makes the connection for `dest` the active one (parking the other), if
     /// it is not already. Only at idle points. A parked connection that the
     /// server closed (or that has anything to say while idle) is dropped.

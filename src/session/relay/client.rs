@@ -15,6 +15,7 @@ use crate::protocol::{message, tag};
 use crate::route::Dest;
 use crate::session::error::SessionError;
 use crate::session::state::SessionState;
+use crate::session::split::{FunctionCache, Functions};
 use crate::session::upstream::lost;
 
 /// What to do with a batch on the read-write port.
@@ -26,6 +27,8 @@ enum Step {
     Stay { reason: &'static str },
     /// Wait until the current server is done.
     Hold,
+    /// Learn about these functions from `pg_proc`, then plan again.
+    Lookup(Vec<Box<str>>),
 }
 
 /// How long the replies to a sync may take.
@@ -46,15 +49,28 @@ impl Relay<'_> {
         let in_tx = match *phase {
             Phase::Ready(status) | Phase::Busy { last: status, .. } => status != TxStatus::Idle,
         };
-        let step = match self.step(d, *phase) {
-            Ok(Step::Hold) => {
-                d.held = true;
-                return Ok(false);
+        let mut looked_up = false;
+        let step = loop {
+            match self.step(d, *phase) {
+                Ok(Step::Hold) => {
+                    d.held = true;
+                    return Ok(false);
+                }
+                Ok(Step::Lookup(names)) if !looked_up => {
+                    self.lookup_functions(d, &names).await?;
+                    looked_up = true;
+                }
+                Ok(Step::Lookup(_)) => {
+                    break Step::Route {
+                        dest: Dest::Primary,
+                        reason: "function",
+                    }
+                }
+                Ok(step) => break step,
+                Err(e) => return Err(d.fail(e)),
             }
-            Ok(step) => Some(step),
-            Err(e) => return Err(d.fail(e)),
-        }
-        .filter(|_| self.split.is_some());
+        };
+        let step = Some(step).filter(|_| self.split.is_some());
 
         let mut scratch = SessionState::Clean;
         let state = if self.split.is_some() {
@@ -96,7 +112,7 @@ impl Relay<'_> {
         if let Some(step) = step {
             reason = match step {
                 Step::Route { reason, .. } | Step::Stay { reason } => reason,
-                Step::Hold => unreachable!("returned above"),
+                Step::Hold | Step::Lookup(_) => unreachable!("handled above"),
             };
             if ready_before {
                 if let Some(fallback) = self.sync_server(d, forward).await? {
@@ -135,10 +151,14 @@ impl Relay<'_> {
         let max = self.max_message;
         let classifier = shared.classifier.load();
         let metrics = &shared.metrics;
+        let functions = Functions::new(&shared.functions, self.upstream.database());
         match phase {
             Phase::Ready(TxStatus::Idle) => {
                 let replicas = !shared.topology.snapshot().read_schedule.is_empty();
-                let plan = split.plan(buf, max, &classifier, replicas, metrics)?;
+                let plan = split.plan(buf, max, &classifier, replicas, &functions, metrics)?;
+                if !plan.unknown.is_empty() {
+                    return Ok(Step::Lookup(plan.unknown));
+                }
                 Ok(Step::Route {
                     dest: plan.dest,
                     reason: plan.reason,
@@ -152,7 +172,7 @@ impl Relay<'_> {
                 if last == TxStatus::Idle {
                     reason = "pipelined";
                     if self.upstream.dest == Dest::Replica {
-                        let plan = split.plan(buf, max, &classifier, true, metrics)?;
+                        let plan = split.plan(buf, max, &classifier, true, &functions, metrics)?;
                         if plan.dest != Dest::Replica {
                             return Ok(Step::Hold);
                         }
@@ -207,9 +227,11 @@ impl Relay<'_> {
             // Anything the server said while idle and that is not whole yet
             // is read on from here (and not passed on).
             let leftover = d.server_buf.split_off(d.to_client);
-            let result =
-                tokio::time::timeout(SYNC_TIMEOUT, run_sync(server, &out, replies, leftover, max))
-                    .await;
+            let result = tokio::time::timeout(
+                SYNC_TIMEOUT,
+                run_exchange(server, &out, replies, leftover, max, None),
+            )
+            .await;
             let error = match result {
                 Ok(Ok(None)) => return Ok(fallback),
                 Ok(Ok(Some(error))) => error,
@@ -241,6 +263,58 @@ impl Relay<'_> {
         }
     }
 
+    /// Asks the attached server (attaching one if need be) whether the
+    /// functions `names` are read-only, and caches the answers for the
+    /// session's database. Anything unanswered counts as a write.
+    async fn lookup_functions(&mut self, d: &mut Duplex, names: &[Box<str>]) -> Result<(), Failure> {
+        let shared = self.upstream.shared;
+        let database = self.upstream.database().to_owned();
+        for name in names {
+            shared.functions.put(&database, name, false);
+        }
+        let Some(sql) = FunctionCache::lookup_sql(names) else {
+            return Ok(());
+        };
+        if self.upstream.server.is_none() {
+            let dest = self.upstream.dest;
+            self.upstream
+                .ensure_server(dest, d.state)
+                .await
+                .map_err(|error| Failure {
+                    error,
+                    can_tell: true,
+                })?;
+        }
+        let server = self.upstream.server.as_mut().expect("attached");
+        let mut out = BytesMut::new();
+        crate::protocol::encode::query(&mut out, &sql);
+        let leftover = d.server_buf.split_off(d.to_client);
+        let mut rows = Vec::new();
+        let result = tokio::time::timeout(
+            SYNC_TIMEOUT,
+            run_exchange(server, &out, 1, leftover, self.max_message, Some(&mut rows)),
+        )
+        .await;
+        match result {
+            Ok(Ok(None)) => {
+                for row in rows {
+                    if let [Some(name), Some(read)] = &row[..] {
+                        shared.functions.put(&database, name, read == "t");
+                    }
+                }
+                Ok(())
+            }
+            Ok(Ok(Some(error))) => {
+                tracing::warn!(%error, "looking up functions in pg_proc failed; treating them as writes");
+                Ok(())
+            }
+            Ok(Err(_)) | Err(_) => Err(Failure {
+                error: lost(server),
+                can_tell: true,
+            }),
+        }
+    }
+
     /// Records the effects of the next `forward` bytes (read-write port).
     fn record(&mut self, d: &mut Duplex, forward: usize, in_tx: bool) -> Result<(), Failure> {
         let shared = self.upstream.shared;
@@ -248,6 +322,13 @@ impl Relay<'_> {
         let split = self.split.as_mut().expect("read-write port");
         let server = self.upstream.server.as_mut().expect("attached");
         let batch = &d.client_buf[d.to_server..d.to_server + forward];
+        let database = self
+            .upstream
+            .server_params
+            .iter()
+            .find(|(k, _)| k == "database")
+            .map_or("", |(_, v)| v.as_str());
+        let functions = Functions::new(&shared.functions, database);
         let pinned = split
             .record(
                 batch,
@@ -255,6 +336,7 @@ impl Relay<'_> {
                 self.upstream.dest,
                 server,
                 &classifier,
+                &functions,
                 &shared.metrics,
                 in_tx,
             )
@@ -275,14 +357,16 @@ impl Relay<'_> {
 }
 
 /// Sends `out` and reads the server's replies up to the `replies`-th
-/// ReadyForQuery, starting with the `leftover` bytes already read. Returns the
-/// first error the server reported, if any. Err: the connection is unusable.
-async fn run_sync(
+/// ReadyForQuery, starting with the `leftover` bytes already read; DataRows
+/// go to `rows` (as text) when given. Returns the first error the server
+/// reported, if any. Err: the connection is unusable.
+async fn run_exchange(
     server: &mut ServerConn,
     out: &[u8],
     replies: u32,
     mut pending: BytesMut,
     max: usize,
+    mut rows: Option<&mut Vec<Vec<Option<String>>>>,
 ) -> Result<Option<String>, ()> {
     server.stream.write_all(out).await.map_err(drop)?;
     let mut seen = 0;
@@ -292,6 +376,11 @@ async fn run_sync(
             Some(frame) => {
                 match frame.tag {
                     tag::READY_FOR_QUERY => seen += 1,
+                    tag::DATA_ROW => {
+                        if let Some(rows) = rows.as_deref_mut() {
+                            rows.push(message::data_row_text(frame.body).map_err(drop)?);
+                        }
+                    }
                     tag::ERROR_RESPONSE if error.is_none() => {
                         error = Some(match message::ErrorFields::parse(frame.body) {
                             Ok(f) => format!("{} ({})", f.message, f.code),
