@@ -34,8 +34,12 @@ use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
 use crate::route::Dest;
 
 mod client;
+mod retry;
 #[cfg(test)]
 mod tests;
+
+use self::client::HeldStep;
+use self::retry::Retry;
 
 /// Read size for each side; buffers grow beyond it only for a large client
 /// message (up to the limit) or a large watched server message.
@@ -302,6 +306,19 @@ impl Relay<'_> {
                             continue;
                         }
                     } else {
+                        if d.retry != Retry::Off {
+                            match self.held_replies(d, &mut phase).await? {
+                                HeldStep::Wait => continue,
+                                HeldStep::Go => {}
+                                HeldStep::Terminated => {
+                                    self.drain_to_server(&mut *d).await;
+                                    break Outcome::Terminated;
+                                }
+                            }
+                            if d.retry != Retry::Off {
+                                continue;
+                            }
+                        }
                         let Duplex {
                             scanner,
                             server_buf,
@@ -484,6 +501,11 @@ struct Duplex {
     /// The server connection the last batch went to (its cancel key): a
     /// different one gets a full sync.
     last_server: Option<crate::protocol::startup::CancelKey>,
+    /// The safety net for the request in flight, and a copy of it.
+    retry: Retry,
+    retry_buf: BytesMut,
+    /// The next batch goes to the primary whatever it is (a retried one).
+    force_primary: bool,
 }
 
 impl Default for Duplex {
@@ -503,6 +525,9 @@ impl Default for Duplex {
             open_batch: false,
             held: false,
             last_server: None,
+            retry: Retry::Off,
+            retry_buf: BytesMut::new(),
+            force_primary: false,
         }
     }
 }

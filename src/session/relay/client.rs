@@ -8,6 +8,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::retry::{self, Held, Retry};
 use super::{scan_client, Duplex, Failure, Phase, Relay, TxStatus};
 use crate::pool::ServerConn;
 use crate::protocol::frame::split_frame;
@@ -29,6 +30,17 @@ enum Step {
     Hold,
     /// Learn about these functions from `pg_proc`, then plan again.
     Lookup(Vec<Box<str>>),
+}
+
+/// What the relay does after looking at replies held for the safety net.
+pub(super) enum HeldStep {
+    /// Keep reading the server.
+    Wait,
+    /// Scan and forward as usual (the net is off, or still holding: see
+    /// `Duplex::retry`).
+    Go,
+    /// The rerun batch ended with a Terminate.
+    Terminated,
 }
 
 /// How long the replies to a sync may take.
@@ -109,8 +121,8 @@ impl Relay<'_> {
                 .await
                 .map_err(tell)?;
         }
-        if let Some(step) = step {
-            reason = match step {
+        if let Some(step) = &step {
+            reason = match *step {
                 Step::Route { reason, .. } | Step::Stay { reason } => reason,
                 Step::Hold | Step::Lookup(_) => unreachable!("handled above"),
             };
@@ -133,9 +145,67 @@ impl Relay<'_> {
         if ready_before && d.started.is_none() {
             d.started = Some(Instant::now());
         }
+        d.force_primary = false;
+        // Arm the safety net for a one-request read batch sent to a replica
+        // at an idle point; anything else forwarded while armed disarms it.
+        d.retry = match step {
+            Some(Step::Route {
+                dest: Dest::Replica,
+                ..
+            }) if requests == 1 && self.upstream.dest == Dest::Replica => {
+                d.retry_buf.clear();
+                d.retry_buf
+                    .extend_from_slice(&d.client_buf[d.to_server..d.to_server + forward]);
+                Retry::Armed
+            }
+            _ => Retry::Off,
+        };
         d.to_server += forward;
         self.try_send_to_server(d)?;
         Ok(terminate)
+    }
+
+    /// Replies held for the safety net: release them, keep holding, or drop
+    /// them and send the request to the primary.
+    pub(super) async fn held_replies(
+        &mut self,
+        d: &mut Duplex,
+        phase: &mut Phase,
+    ) -> Result<HeldStep, Failure> {
+        let held = &d.server_buf[d.to_client..];
+        match retry::inspect(d.retry, held, self.max_message) {
+            Held::Wait => Ok(HeldStep::Wait),
+            Held::Refused => {
+                d.retry = Retry::Refused;
+                Ok(HeldStep::Wait)
+            }
+            Held::Release => {
+                d.retry = Retry::Off;
+                Ok(HeldStep::Go)
+            }
+            Held::Rerun { len } => {
+                d.retry = Retry::Off;
+                // Drop the refused answer, ReadyForQuery included: the
+                // session is idle again, as before the request.
+                let rest = d.server_buf.split_off(d.to_client + len);
+                d.server_buf.truncate(d.to_client);
+                d.server_buf.unsplit(rest);
+                *phase = Phase::Ready(TxStatus::Idle);
+                d.started = None;
+                let server = self.upstream.server.as_ref().map_or("", |s| s.name.as_str());
+                tracing::info!(backend = %server, "a read was refused by the replica (25006); running it on the primary");
+                // The request again, ahead of anything the client sent since.
+                let mut again = BytesMut::with_capacity(d.retry_buf.len() + d.client_buf.len());
+                again.extend_from_slice(&d.retry_buf);
+                again.extend_from_slice(&d.client_buf);
+                d.client_buf = again;
+                d.force_primary = true;
+                if self.take_client_bytes(d, phase).await? {
+                    return Ok(HeldStep::Terminated);
+                }
+                Ok(HeldStep::Wait)
+            }
+        }
     }
 
     /// Decides what a read-write batch does; `Stay` on the read-only port.
@@ -153,6 +223,10 @@ impl Relay<'_> {
         let metrics = &shared.metrics;
         let functions = Functions::new(&shared.functions, self.upstream.database());
         match phase {
+            Phase::Ready(TxStatus::Idle) if d.force_primary => Ok(Step::Route {
+                dest: Dest::Primary,
+                reason: "retried",
+            }),
             Phase::Ready(TxStatus::Idle) => {
                 let replicas = !shared.topology.snapshot().read_schedule.is_empty();
                 let plan = split.plan(buf, max, &classifier, replicas, &functions, metrics)?;
