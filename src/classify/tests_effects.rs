@@ -512,6 +512,62 @@ fn the_cache_returns_the_same_verdict_and_stays_bounded() {
 }
 
 #[test]
+fn long_texts_are_not_cached() {
+    let c = Classifier::new(&[], &[], 32);
+    let sql = format!("SELECT '{}'", "x".repeat(MAX_CACHED_LEN));
+    assert_eq!(c.classify(&sql).access, Access::Read);
+    let cached: usize = c.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+    assert_eq!(cached, 0);
+}
+
+#[test]
+fn deep_nesting_neither_panics_nor_reads_unproven() {
+    for depth in [10, 100, 1000, 5000, 20000] {
+        let sql = format!("SELECT {}1{}", "myfunc(".repeat(depth), ")".repeat(depth));
+        let v = verdict(&sql);
+        assert!(
+            v.access == Access::Write || v.functions == vec![Box::from("myfunc")],
+            "{depth}: {v:?}"
+        );
+        let sql = format!(
+            "SELECT {}nextval('s'){}",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        );
+        assert_eq!(verdict(&sql).access, Access::Write, "{depth}");
+        let sql = format!("SELECT 1{}", " + 1".repeat(depth));
+        let _ = verdict(&sql);
+        let sql = format!("SELECT 1{}", " UNION SELECT nextval('s')".repeat(depth));
+        assert_eq!(verdict(&sql).access, Access::Write, "{depth}");
+    }
+}
+
+#[test]
+fn one_classifier_serves_many_threads() {
+    let c = Arc::new(Classifier::new(&[], &[], 64));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    assert_eq!(
+                        c.classify(&format!("SELECT {}", i % 50)).access,
+                        Access::Read
+                    );
+                    assert_eq!(
+                        c.classify(&format!("DELETE FROM t{}", (i + t) % 50)).access,
+                        Access::Write
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
 fn classifier_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Classifier>();
