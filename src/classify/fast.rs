@@ -20,16 +20,32 @@ use super::RouteMode;
 pub(crate) struct Scanned {
     pub(crate) tokens: Vec<ScanToken>,
     pub(crate) hint: Option<RouteMode>,
-    /// A `'…'` or `N'…'` string holds a backslash: its extent depends on the
-    /// server's standard_conforming_strings.
+    /// A `'…'` or `N'…'` string holds a backslash right before a quote, so its
+    /// extent depends on the server's standard_conforming_strings: with it
+    /// off, `\'` does not end a string, and what this lexer took for a string
+    /// could be code on the server (or the other way round).
     pub(crate) backslash_in_plain_string: bool,
+    /// An upper bound, in tokens, on how deeply the parse tree can nest: the
+    /// deepest parenthesis plus every token that can open a tree level (not
+    /// names, constants, commas or closing brackets). libpg_query turns the
+    /// tree into protobuf by plain recursion, so this sizes the stack.
+    pub(crate) nesting_bound: usize,
 }
 
 pub(crate) fn scan(sql: &str) -> Result<Scanned, pg_query::Error> {
     let tokens = pg_query::scan(sql)?.tokens;
     let mut hint = None;
     let mut backslash_in_plain_string = false;
+    let (mut parens, mut deepest, mut openers) = (0usize, 0usize, 0usize);
     for token in &tokens {
+        if opens_a_level(token) {
+            openers += 1;
+        } else if is(token, Token::Ascii40) {
+            parens += 1;
+            deepest = deepest.max(parens);
+        } else if is(token, Token::Ascii41) {
+            parens = parens.saturating_sub(1);
+        }
         let text = token_text(sql, token);
         if token.token == Token::CComment as i32 || token.token == Token::SqlComment as i32 {
             if text.contains("pgsplit:primary") {
@@ -39,16 +55,48 @@ pub(crate) fn scan(sql: &str) -> Result<Scanned, pg_query::Error> {
             }
         } else if token.token == Token::Sconst as i32 {
             let plain = text.starts_with('\'') || text.starts_with("N'") || text.starts_with("n'");
-            if plain && text.contains('\\') {
+            // A backslash before anything but a quote changes no extent.
+            if plain && text.contains("\\'") {
                 backslash_in_plain_string = true;
             }
         }
     }
+    let nesting_bound = deepest + openers;
     Ok(Scanned {
         tokens,
         hint,
         backslash_in_plain_string,
+        nesting_bound,
     })
+}
+
+/// Whether a token can add a level to the parse tree by itself. Leaves
+/// (names, constants, NULL/TRUE/FALSE/DEFAULT), separators and parentheses
+/// (counted by depth instead) cannot.
+fn opens_a_level(token: &ScanToken) -> bool {
+    const LEAVES: &[Token] = &[
+        Token::Ident,
+        Token::Uident,
+        Token::Fconst,
+        Token::Sconst,
+        Token::Usconst,
+        Token::Bconst,
+        Token::Xconst,
+        Token::Iconst,
+        Token::Param,
+        Token::SqlComment,
+        Token::CComment,
+        Token::NullP,
+        Token::TrueP,
+        Token::FalseP,
+        Token::Default,
+        Token::Ascii40, // (
+        Token::Ascii41, // )
+        Token::Ascii44, // ,
+        Token::Ascii59, // ;
+        Token::Ascii93, // ]
+    ];
+    !LEAVES.iter().any(|k| is(token, *k))
 }
 
 fn token_text<'a>(sql: &'a str, token: &ScanToken) -> &'a str {

@@ -170,6 +170,10 @@ impl Verdict {
 
 const SHARDS: usize = 16;
 
+/// Texts longer than this are classified but not cached: a cache of bulk
+/// INSERTs would hold megabytes for nothing.
+pub const MAX_CACHED_LEN: usize = 8 * 1024;
+
 type Shard = Mutex<HashMap<Box<str>, Arc<Verdict>>>;
 
 /// Classifies statements, with a bounded cache keyed by exact text.
@@ -199,9 +203,10 @@ impl Classifier {
     }
 
     /// Classifies `sql`, from the cache when this exact text was seen. A full
-    /// shard is cleared before an insert (crude, bounded, and cheap).
+    /// shard is cleared before an insert (crude, bounded, and cheap); texts
+    /// over [`MAX_CACHED_LEN`] bytes are not cached.
     pub fn classify(&self, sql: &str) -> Arc<Verdict> {
-        if self.shard_capacity == 0 {
+        if self.shard_capacity == 0 || sql.len() > MAX_CACHED_LEN {
             return Arc::new(self.classify_uncached(sql));
         }
         let shard = &self.shards[(self.hasher.hash_one(sql) as usize) % SHARDS];
@@ -239,11 +244,41 @@ impl Classifier {
                 local_only: false,
             }
         } else {
-            statement::classify_parsed(sql, &self.lists)
+            parse_with_room(sql, scanned.nesting_bound, &self.lists)
         };
         verdict.hint = scanned.hint;
         verdict
     }
+}
+
+/// Nesting bounds up to this are parsed on the caller's stack (a tokio worker
+/// has 2 MiB).
+const INLINE_NESTING: usize = 64;
+/// Stack reserved per unit of nesting bound for a deeper parse.
+const STACK_PER_LEVEL: usize = 16 * 1024;
+/// Beyond this bound the text is not parsed at all (and is a write).
+const MAX_NESTING: usize = 16 * 1024;
+
+/// Parses on the caller's stack when the text cannot nest deeply, else on a
+/// scoped thread with a stack sized for it: libpg_query recurses over the
+/// tree without a depth check, and a stack overflow would abort the proxy.
+fn parse_with_room(sql: &str, nesting_bound: usize, lists: &FunctionLists) -> Verdict {
+    if nesting_bound <= INLINE_NESTING {
+        return statement::classify_parsed(sql, lists);
+    }
+    if nesting_bound > MAX_NESTING {
+        return Verdict::write("too_complex");
+    }
+    let stack = (nesting_bound * STACK_PER_LEVEL).max(2 << 20);
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("classify-parse".into())
+            .stack_size(stack)
+            .spawn_scoped(scope, || statement::classify_parsed(sql, lists))
+            .ok()
+            .and_then(|parse| parse.join().ok())
+            .unwrap_or_else(|| Verdict::write("unparsable"))
+    })
 }
 
 fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Verdict>>> {

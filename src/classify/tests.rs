@@ -71,6 +71,8 @@ const READS: &[&str] = &[
     "SELECT * FROM t WHERE a BETWEEN 1 AND 2 AND b LIKE 'x%' AND c IS NOT NULL",
     "SELECT * FROM LATERAL generate_series(1, 2) AS g(x)",
     "SELECT setval_history FROM t",
+    "SELECT * FROM t WHERE name LIKE 'a\\_b%'",
+    "SELECT 'C:\\dir', E'\\''",
 ];
 
 /// Writes and the reason label each must carry.
@@ -183,6 +185,8 @@ const WRITES: &[(&str, &str)] = &[
     ("EXECUTE p", "execute"),
     ("SELECT 'a\\'; DELETE FROM t; --'", "backslash_string"),
     ("SELECT 'x\\', ' ; DELETE FROM t; --'", "backslash_string"),
+    ("SELECT 'a\\'''; DELETE FROM t; --'", "backslash_string"),
+    ("SELECT N'a\\'; DELETE FROM t; --'", "backslash_string"),
     ("this is not sql", "unparsable"),
     ("SELECT 'unterminated", "unparsable"),
     ("INSERT", "unparsable"),

@@ -450,6 +450,24 @@ fn unknown_functions_are_handed_back() {
 }
 
 #[test]
+fn sql_syntax_functions_are_settled() {
+    // Grammar constructs that the parser turns into calls of pg_catalog
+    // functions must not need a lookup.
+    let sql = "SELECT extract(year FROM now()), substring('abc' FROM 1 FOR 2), \
+               trim(both 'x' FROM 'xax'), position('a' IN 'abc'), \
+               overlay('abc' PLACING 'x' FROM 1), now() AT TIME ZONE 'UTC', \
+               'a' LIKE 'b' ESCAPE 'c', 'a' SIMILAR TO 'b', collation for ('a'), \
+               normalize('a'), 'a' IS NORMALIZED, system_user, \
+               (now(), now()) OVERLAPS (now(), now())";
+    let v = verdict(sql);
+    assert_eq!(
+        (v.access, v.functions.clone()),
+        (Access::Read, vec![]),
+        "{v:?}"
+    );
+}
+
+#[test]
 fn overrides_settle_names_and_write_wins() {
     let read = vec![
         "myfunc".to_string(),
@@ -509,6 +527,76 @@ fn the_cache_returns_the_same_verdict_and_stays_bounded() {
     assert!(cached <= 32, "{cached}");
     let uncached = Classifier::new(&[], &[], 0);
     assert_eq!(uncached.classify("DELETE FROM t").access, Access::Write);
+}
+
+#[test]
+fn deep_expressions_are_writes_not_crashes() {
+    // pg_query decodes with prost's recursion limit (100 messages, about 48
+    // levels of expression): deeper trees fail to decode and go to the
+    // primary. A cost, not a wrong read; this pins the behaviour down.
+    let shallow = format!("SELECT myf(1){}", " + 1".repeat(40));
+    assert_eq!(verdict(&shallow).access, Access::Read);
+    let deep = format!("SELECT myf(1){}", " + 1".repeat(60));
+    assert_eq!(
+        (verdict(&deep).access, verdict(&deep).reason),
+        (Access::Write, "unparsable")
+    );
+}
+
+#[test]
+fn long_texts_are_not_cached() {
+    let c = Classifier::new(&[], &[], 32);
+    let sql = format!("SELECT '{}'", "x".repeat(MAX_CACHED_LEN));
+    assert_eq!(c.classify(&sql).access, Access::Read);
+    let cached: usize = c.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+    assert_eq!(cached, 0);
+}
+
+#[test]
+fn deep_nesting_neither_panics_nor_reads_unproven() {
+    for depth in [10, 100, 1000, 5000, 20000] {
+        let sql = format!("SELECT {}1{}", "myfunc(".repeat(depth), ")".repeat(depth));
+        let v = verdict(&sql);
+        assert!(
+            v.access == Access::Write || v.functions == vec![Box::from("myfunc")],
+            "{depth}: {v:?}"
+        );
+        let sql = format!(
+            "SELECT {}nextval('s'){}",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        );
+        assert_eq!(verdict(&sql).access, Access::Write, "{depth}");
+        let sql = format!("SELECT 1{}", " + 1".repeat(depth));
+        let _ = verdict(&sql);
+        let sql = format!("SELECT 1{}", " UNION SELECT nextval('s')".repeat(depth));
+        assert_eq!(verdict(&sql).access, Access::Write, "{depth}");
+    }
+}
+
+#[test]
+fn one_classifier_serves_many_threads() {
+    let c = Arc::new(Classifier::new(&[], &[], 64));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    assert_eq!(
+                        c.classify(&format!("SELECT {}", i % 50)).access,
+                        Access::Read
+                    );
+                    assert_eq!(
+                        c.classify(&format!("DELETE FROM t{}", (i + t) % 50)).access,
+                        Access::Write
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
 }
 
 #[test]
