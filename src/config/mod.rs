@@ -59,6 +59,8 @@ pub struct Config {
     #[serde(default)]
     pub admin: Admin,
     #[serde(default)]
+    pub consistency: Consistency,
+    #[serde(default)]
     pub runtime: Runtime,
     /// The Postgres nodes. Roles are discovered, never configured.
     #[serde(default)]
@@ -217,6 +219,44 @@ pub enum NoReplica {
     Primary,
     /// Fail them with SQLSTATE 57P03.
     Error,
+}
+
+/// How a session's reads after its own writes are kept consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyMode {
+    /// Reads go to replicas whose replay LSN covers the session's last
+    /// commit (else the primary).
+    #[default]
+    Lsn,
+    /// Reads go to the primary for `window_ms` after a write.
+    Window,
+    /// No read-your-writes: reads may be stale.
+    Off,
+}
+
+/// `[consistency]`: read-your-writes on the read-write port. Reloadable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Consistency {
+    /// `"lsn"` (default), `"window"` or `"off"`.
+    pub mode: ConsistencyMode,
+    /// Window mode: how long after a write reads stay on the primary.
+    /// Default 5000.
+    pub window_ms: u64,
+    /// Lsn mode: how long a read may wait for a replica to reach the
+    /// session's LSN before going to the primary. Default 0 (no wait).
+    pub max_wait_ms: u64,
+}
+
+impl Default for Consistency {
+    fn default() -> Self {
+        Consistency {
+            mode: ConsistencyMode::Lsn,
+            window_ms: 5000,
+            max_wait_ms: 0,
+        }
+    }
 }
 
 /// `[routing]`: where reads go. Reloadable.
