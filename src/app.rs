@@ -154,8 +154,18 @@ impl Shared {
             restart.push("runtime.worker_threads");
         }
         self.users.store(Arc::new(Users::from_config(&new)));
-        let routing = (&old.routing.read_functions, &old.routing.write_functions, old.routing.classify_cache);
-        if routing != (&new.routing.read_functions, &new.routing.write_functions, new.routing.classify_cache) {
+        let routing = (
+            &old.routing.read_functions,
+            &old.routing.write_functions,
+            old.routing.classify_cache,
+        );
+        if routing
+            != (
+                &new.routing.read_functions,
+                &new.routing.write_functions,
+                new.routing.classify_cache,
+            )
+        {
             self.classifier.store(Arc::new(classifier_for(&new)));
         }
         let generation = self.topology.reconfigure(&new);

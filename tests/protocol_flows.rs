@@ -232,7 +232,12 @@ async fn psql_copy_and_queries_through_both_ports() {
     ));
     assert!(std::fs::read_to_string(&output).unwrap() == data);
 
-    let port = ok(env.psql(env.rw, conn, "app", &["-c", "SELECT inet_server_port()"]));
+    let port = ok(env.psql(
+        env.rw,
+        conn,
+        "app",
+        &["-c", "/* pgsplit:primary */ SELECT inet_server_port()"],
+    ));
     assert_eq!(port.trim(), env.primary_port().to_string());
     let port = ok(env.psql(env.ro, conn, "app", &["-c", "SELECT inet_server_port()"]));
     let port: u16 = port.trim().parse().unwrap();

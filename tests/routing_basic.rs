@@ -1,18 +1,30 @@
-//! Per-session routing through both ports, checked by where statements ran.
+//! Routing through both ports, checked by where statements ran: the
+//! read-write port splits reads (replicas) from writes (primary); the
+//! read-only port reads from a replica.
 
 mod common;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_write_port_reaches_the_primary_and_read_only_port_a_replica() {
+async fn read_write_port_splits_and_read_only_port_reads_a_replica() {
     let env = Env::start(Setup::default()).await;
     let rw = env.connect(env.rw).await;
+    // A read on the read-write port goes to a replica, a write to the primary.
     let row = rw
         .query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[])
         .await
         .unwrap();
+    assert!(env.replica_ports().contains(&(row.get::<_, i32>(0) as u16)));
+    assert!(row.get::<_, bool>(1));
+    rw.batch_execute("CREATE TABLE w(port int)").await.unwrap();
+    let row = rw
+        .query_one(
+            "INSERT INTO w VALUES (inet_server_port()) RETURNING port",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i32>(0), i32::from(env.primary_port()));
-    assert!(!row.get::<_, bool>(1));
 
     let ro = env.connect(env.ro).await;
     let row = ro
@@ -70,7 +82,7 @@ async fn sessions_on_worker_threads() {
     };
     for _ in 0..4 {
         let rw = connect(proxy.read_write_addr.port()).await;
-        assert_eq!(served_by(&rw).await, cluster.node(0).port);
+        assert_eq!(primary_of(&rw).await, cluster.node(0).port);
         let ro = connect(proxy.read_only_addr.port()).await;
         let in_recovery: bool = ro
             .query_one("SELECT pg_is_in_recovery()", &[])
@@ -121,6 +133,9 @@ async fn metrics_move_with_traffic() {
     let ro = env.connect(env.ro).await;
     for _ in 0..5 {
         rw.simple_query("SELECT 1").await.unwrap();
+        rw.simple_query("/* pgsplit:primary */ SELECT 1")
+            .await
+            .unwrap();
         ro.simple_query("SELECT 1").await.unwrap();
     }
     let (status, after) = env.http_get("/metrics").await;
@@ -153,12 +168,31 @@ async fn metrics_move_with_traffic() {
     let replica =
         "pgsplit_statement_duration_seconds_count{listener=\"read_only\",target=\"replica\"}";
     assert!(sample(&after, replica) >= 5.0);
+    let split =
+        "pgsplit_statement_duration_seconds_count{listener=\"read_write\",target=\"replica\"}";
+    assert!(sample(&after, split) >= 5.0);
+    // Routing decisions, by target and reason.
+    let reads =
+        "pgsplit_statements_total{listener=\"read_write\",target=\"replica\",reason=\"read\"}";
+    assert_eq!(sample(&after, reads), 5.0);
+    let hinted =
+        "pgsplit_statements_total{listener=\"read_write\",target=\"primary\",reason=\"hint\"}";
+    assert_eq!(sample(&after, hinted), 5.0);
+    assert!(after.contains("pgsplit_classify_duration_seconds_count"));
+    // The read-write session holds a primary and a replica connection.
     assert_eq!(
         sample(
             &after,
             "pgsplit_server_connections{backend=\"pg1\",state=\"in_use\"}"
         ),
         1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_server_connections{backend=\"pg2\",state=\"in_use\"}"
+        ),
+        2.0
     );
     // /status counts the same connections, per listener and per backend.
     let (status, body) = env.http_get("/status").await;
@@ -169,14 +203,14 @@ async fn metrics_move_with_traffic() {
         assert_eq!(l["client_connections"], 1, "{body}");
     }
     assert_eq!(listeners.len(), 2, "{body}");
-    for backend in ["pg1", "pg2"] {
+    for (backend, in_use) in [("pg1", 1), ("pg2", 2)] {
         let server = json["servers"]
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["backend"] == backend)
             .unwrap_or_else(|| panic!("{backend} in {body}"));
-        assert_eq!(server["in_use"], 1, "{body}");
+        assert_eq!(server["in_use"], in_use, "{body}");
     }
     let up = "pgsplit_bytes_total{direction=\"client_to_server\"}";
     assert!(sample(&after, up) > sample(&before, up));

@@ -153,6 +153,10 @@ pub struct Verdict {
     pub hint: Option<RouteMode>,
     /// Every statement is a pgsplit setting: answer locally, send nothing.
     pub local_only: bool,
+    /// Something a standby would run but that must not run on a replica
+    /// (promotion, replay control, advisory locks, large-object and dblink
+    /// calls, ALTER SYSTEM, CHECKPOINT): the read-only port refuses it.
+    pub replica_forbidden: bool,
 }
 
 impl Verdict {
@@ -164,6 +168,7 @@ impl Verdict {
             effects: Vec::new(),
             hint: None,
             local_only: false,
+            replica_forbidden: false,
         }
     }
 }
@@ -242,6 +247,7 @@ impl Classifier {
                 effects: Vec::new(),
                 hint: None,
                 local_only: false,
+                replica_forbidden: false,
             }
         } else {
             parse_with_room(sql, scanned.nesting_bound, &self.lists)

@@ -21,6 +21,8 @@ struct Outcome {
     effects: Vec<Effect>,
     /// A pgsplit setting, answered by the proxy itself.
     local_only: bool,
+    /// Must not run on a replica, though a standby would run it.
+    replica_forbidden: bool,
 }
 
 impl Outcome {
@@ -31,6 +33,7 @@ impl Outcome {
             functions: Vec::new(),
             effects: Vec::new(),
             local_only: false,
+            replica_forbidden: false,
         }
     }
 
@@ -86,6 +89,7 @@ pub(crate) fn classify_parsed(sql: &str, lists: &FunctionLists) -> Verdict {
         }
         verdict.effects.extend(outcome.effects);
         verdict.local_only &= outcome.local_only;
+        verdict.replica_forbidden |= outcome.replica_forbidden;
     }
     verdict
 }
@@ -165,6 +169,10 @@ fn classify_stmt(node: &N, text: &str, lists: &FunctionLists) -> Outcome {
         N::FetchStmt(_) | N::ClosePortalStmt(_) => Outcome::read("cursor"),
         N::ListenStmt(_) => Outcome::write("utility").with(Effect::Pin(PinCause::Listen)),
         N::LoadStmt(_) => Outcome::write("utility").with(Effect::Pin(PinCause::Other)),
+        N::CheckPointStmt(_) | N::AlterSystemStmt(_) => Outcome {
+            replica_forbidden: true,
+            ..Outcome::write("utility")
+        },
         N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) | N::MergeStmt(_) => {
             modifying(node, "write", lists)
         }
@@ -198,6 +206,7 @@ fn query<T: Serialize + ?Sized>(
 ) -> Outcome {
     let found = walk(node);
     let (write_function, unknown, pins) = settle_all(&found.functions, lists);
+    let forbidden = found.functions.iter().any(|f| replica_forbidden(f));
     let reason = if found.modifying {
         "cte_write"
     } else if found.into {
@@ -212,6 +221,7 @@ fn query<T: Serialize + ?Sized>(
         return outcome;
     };
     let mut outcome = Outcome::write(reason);
+    outcome.replica_forbidden = forbidden;
     outcome.effects = pins.into_iter().map(Effect::Pin).collect();
     if found.into && found.temp_relation {
         outcome.effects.push(Effect::Pin(PinCause::TempObject));
@@ -224,11 +234,29 @@ fn modifying(node: &N, reason: &'static str, lists: &FunctionLists) -> Outcome {
     let found = walk(node);
     let (_, _, pins) = settle_all(&found.functions, lists);
     let mut outcome = Outcome::write(reason);
+    outcome.replica_forbidden = found.functions.iter().any(|f| replica_forbidden(f));
     outcome.effects = pins.into_iter().map(Effect::Pin).collect();
     if found.temp_relation {
         outcome.effects.push(Effect::Pin(PinCause::TempObject));
     }
     outcome
+}
+
+/// Built-in functions a standby would run that must not run on a replica:
+/// promotion, replay control, advisory locks (they would lock nothing the
+/// primary sees), large objects and dblink (writes elsewhere).
+fn replica_forbidden(parts: &[String]) -> bool {
+    let Some(last) = parts.last() else {
+        return false;
+    };
+    let builtin = parts.len() == 1 || (parts.len() == 2 && parts[0] == "pg_catalog");
+    builtin
+        && (matches!(
+            last.as_str(),
+            "pg_promote" | "pg_wal_replay_pause" | "pg_wal_replay_resume" | "lowrite" | "loread"
+        ) || ["pg_advisory_", "pg_try_advisory_", "lo_", "dblink"]
+            .iter()
+            .any(|p| last.starts_with(p)))
 }
 
 /// Settles every function name: (any write?, unsettled names, pins).

@@ -139,7 +139,9 @@ pub fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> 
             continue;
         }
         let value = rest.get(..len as usize).ok_or(BAD)?;
-        columns.push(Some(std::str::from_utf8(value).map_err(|_| BAD)?.to_owned()));
+        columns.push(Some(
+            std::str::from_utf8(value).map_err(|_| BAD)?.to_owned(),
+        ));
         rest = &rest[len as usize..];
     }
     Ok(columns)

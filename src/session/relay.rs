@@ -506,6 +506,8 @@ struct Duplex {
     retry_buf: BytesMut,
     /// The next batch goes to the primary whatever it is (a retried one).
     force_primary: bool,
+    /// Read-only port: a refused Parse; drop messages up to its Sync.
+    skip_to_sync: bool,
 }
 
 impl Default for Duplex {
@@ -528,6 +530,7 @@ impl Default for Duplex {
             retry: Retry::Off,
             retry_buf: BytesMut::new(),
             force_primary: false,
+            skip_to_sync: false,
         }
     }
 }

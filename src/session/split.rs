@@ -212,6 +212,7 @@ impl Split {
                 effects: Vec::new(),
                 hint: None,
                 local_only: false,
+                replica_forbidden: false,
             }),
         };
         observe.classified(started);
@@ -253,8 +254,11 @@ impl Split {
                 Effect::Commit { .. } | Effect::Rollback { .. } => in_tx = false,
                 Effect::Set { local: false, .. } if in_tx => return Err("set_in_transaction"),
                 Effect::Pin(_) => return Err("pin"),
-                Effect::Prepare { read: true, functions: names, .. }
-                    if names.iter().all(|n| functions.settle(n) == Some(true)) => {}
+                Effect::Prepare {
+                    read: true,
+                    functions: names,
+                    ..
+                } if names.iter().all(|n| functions.settle(n) == Some(true)) => {}
                 Effect::Execute { name } => match self.prepared.get(name.as_str()) {
                     Some(p) if p.read => {}
                     _ => return Err("write"),
@@ -555,9 +559,10 @@ impl Split {
                     }
                     names.push(name, true);
                     let stale = std::str::from_utf8(name).is_ok_and(|text| {
-                        synced.prepared.get(text).is_some_and(|v| {
-                            self.prepared.get(text).map(|p| p.version) != Some(*v)
-                        })
+                        synced
+                            .prepared
+                            .get(text)
+                            .is_some_and(|v| self.prepared.get(text).map(|p| p.version) != Some(*v))
                     });
                     if stale {
                         return false;
@@ -579,9 +584,10 @@ impl Split {
                 tag::QUERY => {
                     let text = cstr(frame.body).map_or(&b""[..], |(s, _)| s);
                     let verdict = Self::verdict(classifier, text, observe);
-                    let missing = verdict.effects.iter().any(|e| {
-                        matches!(e, Effect::Execute { name } if !holds(name.as_bytes()))
-                    });
+                    let missing = verdict
+                        .effects
+                        .iter()
+                        .any(|e| matches!(e, Effect::Execute { name } if !holds(name.as_bytes())));
                     if missing {
                         return false;
                     }
@@ -642,11 +648,9 @@ impl Split {
                     }
                     // Statements with session effects (a prepared SET, say)
                     // are not replayable as plain Parses: keep them put.
-                    if verdict
-                        .effects
-                        .iter()
-                        .any(|e| matches!(e, Effect::Pin(_)) || matches!(e, Effect::Set { local: false, .. }))
-                    {
+                    if verdict.effects.iter().any(|e| {
+                        matches!(e, Effect::Pin(_)) || matches!(e, Effect::Set { local: false, .. })
+                    }) {
                         self.pinned.get_or_insert(PinCause::Other);
                     }
                 }

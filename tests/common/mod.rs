@@ -418,7 +418,8 @@ impl Env {
         cfg.application_name(name);
         let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
         let connection = tokio::spawn(connection);
-        let sql = format!("SELECT pg_sleep({secs})");
+        // On the read-write port a plain read would go to a replica.
+        let sql = format!("/* pgsplit:primary */ SELECT pg_sleep({secs})");
         let query = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
         let check = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}' AND state = 'active'");
         eventually(Duration::from_secs(5), "the query runs", || async {
@@ -450,6 +451,17 @@ pub async fn connect_err(config: &tokio_postgres::Config) -> tokio_postgres::Err
 
 /// The port of the server that answered, through the extended protocol (a
 /// named prepared statement: the session then holds server state).
+/// Where this session's writes go: `served_by` with a primary hint (on the
+/// read-write port a plain read may be served by a replica).
+pub async fn primary_of(c: &tokio_postgres::Client) -> u16 {
+    let port: i32 = c
+        .query_one("/* pgsplit:primary */ SELECT inet_server_port()", &[])
+        .await
+        .expect("SELECT inet_server_port()")
+        .get(0);
+    port as u16
+}
+
 pub async fn served_by(c: &tokio_postgres::Client) -> u16 {
     let port: i32 = c
         .query_one("SELECT inet_server_port()", &[])

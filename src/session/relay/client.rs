@@ -11,12 +11,13 @@ use tokio::time::Instant;
 use super::retry::{self, Held, Retry};
 use super::{scan_client, Duplex, Failure, Phase, Relay, TxStatus};
 use crate::pool::ServerConn;
+use crate::protocol::encode::{self, Severity};
 use crate::protocol::frame::split_frame;
 use crate::protocol::{message, tag};
 use crate::route::Dest;
 use crate::session::error::SessionError;
-use crate::session::state::SessionState;
 use crate::session::split::{FunctionCache, Functions};
+use crate::session::state::SessionState;
 use crate::session::upstream::lost;
 
 /// What to do with a batch on the read-write port.
@@ -55,6 +56,9 @@ impl Relay<'_> {
         phase: &mut Phase,
     ) -> Result<bool, Failure> {
         let max = self.max_message;
+        if self.split.is_none() && (d.skip_to_sync || phase.is_idle()) {
+            self.refuse_forbidden(d)?;
+        }
         let idle_before = phase.is_idle();
         let ready_before = matches!(phase, Phase::Ready(_));
         let owed_before = phase.owed();
@@ -165,6 +169,70 @@ impl Relay<'_> {
         Ok(terminate)
     }
 
+    /// Read-only port, at an idle point: answers requests that must not run
+    /// on a replica with 25006 instead of forwarding them (a Query; or a
+    /// Parse, and then everything up to its Sync).
+    fn refuse_forbidden(&mut self, d: &mut Duplex) -> Result<(), Failure> {
+        let max = self.max_message;
+        let shared = self.upstream.shared;
+        let mut answer = BytesMut::new();
+        loop {
+            let Some(frame) =
+                split_frame(&d.client_buf[d.to_server..], max).map_err(|e| d.fail(e.into()))?
+            else {
+                break;
+            };
+            let len = frame.wire_len();
+            if d.skip_to_sync {
+                if frame.tag == tag::SYNC {
+                    d.skip_to_sync = false;
+                    encode::ready_for_query(&mut answer, b'I');
+                }
+                d.client_buf.advance(len);
+                continue;
+            }
+            let sql = match frame.tag {
+                tag::QUERY => frame.body,
+                tag::PARSE => crate::protocol::cstr(frame.body).map_or(&b""[..], |(_, r)| r),
+                _ => break,
+            };
+            let sql = crate::protocol::cstr(sql).map_or(&b""[..], |(s, _)| s);
+            let Ok(sql) = std::str::from_utf8(sql) else {
+                break;
+            };
+            if !shared.classifier.load().classify(sql).replica_forbidden {
+                break;
+            }
+            tracing::info!(
+                listener = self.upstream.listener.as_str(),
+                "refused a statement that must not run on a replica"
+            );
+            encode::error_response(
+                &mut answer,
+                Severity::Error,
+                crate::error::sqlstate::READ_ONLY_TRANSACTION,
+                "pgsplit: this statement changes server state (promotion, WAL replay, advisory locks, large objects, dblink, ALTER SYSTEM or CHECKPOINT) and must not run on a replica; use the read-write port",
+            );
+            self.metrics()
+                .client_error(crate::error::sqlstate::READ_ONLY_TRANSACTION);
+            if frame.tag == tag::QUERY {
+                encode::ready_for_query(&mut answer, b'I');
+            } else {
+                d.skip_to_sync = true;
+            }
+            d.client_buf.advance(len);
+        }
+        if !answer.is_empty() {
+            // Ahead of anything the idle server sent that is not whole yet.
+            let tail = d.server_buf.split_off(d.to_client);
+            d.server_buf.extend_from_slice(&answer);
+            d.to_client = d.server_buf.len();
+            d.server_buf.unsplit(tail);
+            self.try_send_to_client(d)?;
+        }
+        Ok(())
+    }
+
     /// Replies held for the safety net: release them, keep holding, or drop
     /// them and send the request to the primary.
     pub(super) async fn held_replies(
@@ -192,7 +260,11 @@ impl Relay<'_> {
                 d.server_buf.unsplit(rest);
                 *phase = Phase::Ready(TxStatus::Idle);
                 d.started = None;
-                let server = self.upstream.server.as_ref().map_or("", |s| s.name.as_str());
+                let server = self
+                    .upstream
+                    .server
+                    .as_ref()
+                    .map_or("", |s| s.name.as_str());
                 tracing::info!(backend = %server, "a read was refused by the replica (25006); running it on the primary");
                 // The request again, ahead of anything the client sent since.
                 let mut again = BytesMut::with_capacity(d.retry_buf.len() + d.client_buf.len());
@@ -253,9 +325,11 @@ impl Relay<'_> {
                         reason = plan.reason;
                     }
                 }
-                let in_sync = self.upstream.server.as_ref().is_some_and(|s| {
-                    split.in_sync(&s.synced, buf, max, &classifier, metrics)
-                });
+                let in_sync = self
+                    .upstream
+                    .server
+                    .as_ref()
+                    .is_some_and(|s| split.in_sync(&s.synced, buf, max, &classifier, metrics));
                 Ok(if in_sync {
                     Step::Stay { reason }
                 } else {
@@ -340,7 +414,11 @@ impl Relay<'_> {
     /// Asks the attached server (attaching one if need be) whether the
     /// functions `names` are read-only, and caches the answers for the
     /// session's database. Anything unanswered counts as a write.
-    async fn lookup_functions(&mut self, d: &mut Duplex, names: &[Box<str>]) -> Result<(), Failure> {
+    async fn lookup_functions(
+        &mut self,
+        d: &mut Duplex,
+        names: &[Box<str>],
+    ) -> Result<(), Failure> {
         let shared = self.upstream.shared;
         let database = self.upstream.database().to_owned();
         for name in names {

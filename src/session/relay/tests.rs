@@ -17,7 +17,14 @@ fn pipelined_extended_batch_owes_one_ready_per_sync() {
         wire.extend(msg(b'S', b""));
     }
     let mut phase = Phase::Ready(TxStatus::Idle);
-    let (n, term) = scan_client(&wire, 1024, &mut phase, &mut SessionState::Clean, &mut false).unwrap();
+    let (n, term) = scan_client(
+        &wire,
+        1024,
+        &mut phase,
+        &mut SessionState::Clean,
+        &mut false,
+    )
+    .unwrap();
     assert_eq!((n, term), (wire.len(), false));
     assert_eq!(
         phase,
@@ -40,12 +47,26 @@ fn terminate_stops_forwarding_and_partial_messages_wait() {
     wire.extend(msg(b'X', b""));
     let mut phase = Phase::Ready(TxStatus::Idle);
     assert_eq!(
-        scan_client(&wire, 1024, &mut phase, &mut SessionState::Clean, &mut false).unwrap(),
+        scan_client(
+            &wire,
+            1024,
+            &mut phase,
+            &mut SessionState::Clean,
+            &mut false
+        )
+        .unwrap(),
         (q, true)
     );
     let mut phase = Phase::Ready(TxStatus::Idle);
     assert_eq!(
-        scan_client(&wire[..q - 1], 1024, &mut phase, &mut SessionState::Clean, &mut false).unwrap(),
+        scan_client(
+            &wire[..q - 1],
+            1024,
+            &mut phase,
+            &mut SessionState::Clean,
+            &mut false
+        )
+        .unwrap(),
         (0, false)
     );
 }
