@@ -443,6 +443,13 @@ fn to_prometheus_text(open_metrics: &str) -> String {
     out
 }
 
+impl crate::session::split::Observe for Metrics {
+    fn classified(&self, started: std::time::Instant) {
+        self.classify_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,12 +464,5 @@ mod tests {
         assert!(text.contains("pgsplit_client_connections_total{listener=\"read_write\"} 1"));
         assert!(text.contains("# TYPE pgsplit_build_info gauge"));
         assert!(!text.contains("# EOF"));
-    }
-}
-
-impl crate::session::split::Observe for Metrics {
-    fn classified(&self, started: std::time::Instant) {
-        self.classify_seconds
-            .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -214,7 +214,12 @@ impl Relay<'_> {
         routing_peek.mark_unchanged();
 
         let outcome = loop {
-            if draining && phase.is_idle() && d.to_client == 0 && !d.client_dirty {
+            if draining
+                && phase.is_idle()
+                && d.to_client == 0
+                && !d.client_dirty
+                && d.deferred_begin.is_empty()
+            {
                 break Outcome::Shutdown;
             }
             // Room for the rest of a partial client message (bounded by the
@@ -508,6 +513,9 @@ struct Duplex {
     force_primary: bool,
     /// Read-only port: a refused Parse; drop messages up to its Sync.
     skip_to_sync: bool,
+    /// Read-write port: a plain BEGIN answered by pgsplit and not sent yet;
+    /// the statement after it decides where the transaction runs.
+    deferred_begin: BytesMut,
 }
 
 impl Default for Duplex {
@@ -531,6 +539,7 @@ impl Default for Duplex {
             retry_buf: BytesMut::new(),
             force_primary: false,
             skip_to_sync: false,
+            deferred_begin: BytesMut::new(),
         }
     }
 }
@@ -665,10 +674,12 @@ fn scan_client(
     let mut pos = 0;
     while let Some(frame) = split_frame(&buf[pos..], max)? {
         state.note(frame.tag, frame.body);
-        *open_batch = !matches!(
-            frame.tag,
-            tag::QUERY | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE
-        ) && !matches!(frame.tag, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL);
+        match frame.tag {
+            tag::QUERY | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE => *open_batch = false,
+            // A Flush asks for output; it neither opens nor closes a batch.
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {}
+            _ => *open_batch = true,
+        }
         match frame.tag {
             tag::TERMINATE => return Ok((pos, true)),
             tag::QUERY | tag::SYNC | tag::FUNCTION_CALL => phase.sent_request(),

@@ -51,8 +51,11 @@ pub struct Plan {
 /// exists. Entries expire, so a function redefined is noticed.
 #[derive(Debug, Default)]
 pub struct FunctionCache {
-    entries: std::sync::Mutex<HashMap<(Box<str>, Box<str>), (bool, Instant)>>,
+    entries: std::sync::Mutex<HashMap<FunctionKey, (bool, Instant)>>,
 }
+
+/// (database, function name as written).
+type FunctionKey = (Box<str>, Box<str>);
 
 /// Settles function names for one plan from the `pg_proc` cache, and
 /// remembers the ones it could not.

@@ -176,8 +176,13 @@ async function checkNamedQueries() {
       })
       expect(r.rowCount === 1, `named UPDATE run ${i}`)
     }
-    const ps = await c.query('SELECT name FROM pg_prepared_statements ORDER BY name')
-    const names = ps.rows.map((r) => r.name)
+    // Through the read-write port the read ran on a replica and the UPDATE
+    // on the primary: each is prepared where it ran. pg_prepared_statements
+    // is per server, so ask both (the plain read goes to this session's
+    // replica, the hinted one to the primary).
+    const onReplica = await c.query('SELECT name FROM pg_prepared_statements')
+    const onPrimary = await c.query('/* pgsplit:primary */ SELECT name FROM pg_prepared_statements')
+    const names = onReplica.rows.concat(onPrimary.rows).map((r) => r.name)
     expect(
       names.includes('drv_node_get_item') && names.includes('drv_node_bump'),
       `named statements not prepared on the server: ${JSON.stringify(names)}`
@@ -289,8 +294,10 @@ async function waitUntilRunning(marker) {
   await withClient(RW, async (w) => {
     const deadline = Date.now() + 15000
     while (Date.now() < deadline) {
+      // Both this watcher and the watched query carry a primary hint: on the
+      // read-write port a plain read may run on either replica.
       const r = await w.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+        "/* pgsplit:primary */ SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
         [`%${marker}%`]
       )
       if (r.rows[0].n > 0) return
@@ -303,7 +310,7 @@ async function waitUntilRunning(marker) {
 async function checkCancel() {
   await withClient(RW, async (c) => {
     const marker = `drv_node_cancel_${process.pid}_${Date.now()}`
-    const q = new pg.Query(`SELECT pg_sleep(30) /* ${marker} */`)
+    const q = new pg.Query(`/* pgsplit:primary */ SELECT pg_sleep(30) /* ${marker} */`)
     const done = new Promise((resolve) => {
       c.query(q, (err, res) => resolve({ err, res, at: Date.now() }))
     })

@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::retry::{self, Held, Retry};
-use super::{scan_client, Duplex, Failure, Phase, Relay, TxStatus};
+use super::{scan_client, Duplex, Failure, Phase, Relay, TxStatus, HIGH_WATER};
+use crate::classify::Effect;
 use crate::pool::ServerConn;
 use crate::protocol::encode::{self, Severity};
 use crate::protocol::frame::split_frame;
@@ -31,6 +32,8 @@ enum Step {
     Hold,
     /// Learn about these functions from `pg_proc`, then plan again.
     Lookup(Vec<Box<str>>),
+    /// The batch is not complete yet (no Sync or Flush): read on.
+    WaitClient,
 }
 
 /// What the relay does after looking at replies held for the safety net.
@@ -42,6 +45,31 @@ pub(super) enum HeldStep {
     Go,
     /// The rerun batch ended with a Terminate.
     Terminated,
+}
+
+enum BatchEnd {
+    /// The whole messages in the buffer end at a request boundary (or there
+    /// are none).
+    Closed,
+    /// They end inside an extended-protocol batch.
+    Open,
+}
+
+/// Whether the whole messages at the front of `buf` end where the client
+/// waits for an answer (Query, Sync, Flush, FunctionCall, Terminate).
+fn batch_end(buf: &[u8], max: usize) -> BatchEnd {
+    let mut end = BatchEnd::Closed;
+    let mut pos = 0;
+    while let Ok(Some(frame)) = split_frame(&buf[pos..], max) {
+        pos += frame.wire_len();
+        end = match frame.tag {
+            tag::QUERY | tag::SYNC | tag::FLUSH | tag::FUNCTION_CALL | tag::TERMINATE => {
+                BatchEnd::Closed
+            }
+            _ => BatchEnd::Open,
+        };
+    }
+    end
 }
 
 /// How long the replies to a sync may take.
@@ -59,12 +87,17 @@ impl Relay<'_> {
         if self.split.is_none() && (d.skip_to_sync || phase.is_idle()) {
             self.refuse_forbidden(d)?;
         }
+        if self.split.is_some() && phase.is_idle() && self.defer_begin(d)? {
+            return Ok(false);
+        }
         let idle_before = phase.is_idle();
         let ready_before = matches!(phase, Phase::Ready(_));
         let owed_before = phase.owed();
-        let in_tx = match *phase {
-            Phase::Ready(status) | Phase::Busy { last: status, .. } => status != TxStatus::Idle,
-        };
+        let deferred = idle_before && !d.deferred_begin.is_empty();
+        let in_tx = deferred
+            || match *phase {
+                Phase::Ready(status) | Phase::Busy { last: status, .. } => status != TxStatus::Idle,
+            };
         let mut looked_up = false;
         let step = loop {
             match self.step(d, *phase) {
@@ -72,6 +105,7 @@ impl Relay<'_> {
                     d.held = true;
                     return Ok(false);
                 }
+                Ok(Step::WaitClient) => return Ok(false),
                 Ok(Step::Lookup(names)) if !looked_up => {
                     self.lookup_functions(d, &names).await?;
                     looked_up = true;
@@ -128,12 +162,17 @@ impl Relay<'_> {
         if let Some(step) = &step {
             reason = match *step {
                 Step::Route { reason, .. } | Step::Stay { reason } => reason,
-                Step::Hold | Step::Lookup(_) => unreachable!("handled above"),
+                Step::Hold | Step::Lookup(_) | Step::WaitClient => {
+                    unreachable!("handled above")
+                }
             };
             if ready_before {
                 if let Some(fallback) = self.sync_server(d, forward).await? {
                     reason = fallback;
                 }
+            }
+            if deferred {
+                self.send_deferred_begin(d).await?;
             }
             self.record(d, forward, in_tx)?;
         }
@@ -169,6 +208,74 @@ impl Relay<'_> {
         Ok(terminate)
     }
 
+    /// Read-write port, at an idle point: a batch that is only a plain BEGIN
+    /// is answered here and kept; the next statement decides where the
+    /// transaction runs (see `step`). Returns true when it did so.
+    fn defer_begin(&mut self, d: &mut Duplex) -> Result<bool, Failure> {
+        if !d.deferred_begin.is_empty() || d.force_primary {
+            return Ok(false);
+        }
+        let buf = &d.client_buf[d.to_server..];
+        let Some(frame) = split_frame(buf, self.max_message).map_err(|e| d.fail(e.into()))? else {
+            return Ok(false);
+        };
+        let len = frame.wire_len();
+        if frame.tag != tag::QUERY || len != buf.len() {
+            return Ok(false);
+        }
+        let Some(sql) =
+            crate::protocol::cstr(frame.body).and_then(|(sql, _)| std::str::from_utf8(sql).ok())
+        else {
+            return Ok(false);
+        };
+        let verdict = self.upstream.shared.classifier.load().classify(sql);
+        let plain = matches!(
+            &verdict.effects[..],
+            [Effect::Begin {
+                read_only: None,
+                serializable: false
+            }]
+        ) && verdict.hint.is_none();
+        if !plain {
+            return Ok(false);
+        }
+        d.deferred_begin.extend_from_slice(&buf[..len]);
+        d.client_buf.advance(len);
+        let tail = d.server_buf.split_off(d.to_client);
+        encode::command_complete(&mut d.server_buf, "BEGIN");
+        encode::ready_for_query(&mut d.server_buf, b'T');
+        d.to_client = d.server_buf.len();
+        d.server_buf.unsplit(tail);
+        self.try_send_to_client(d)?;
+        Ok(true)
+    }
+
+    /// Sends the deferred BEGIN to the attached server, its reply swallowed
+    /// (the client had its answer).
+    async fn send_deferred_begin(&mut self, d: &mut Duplex) -> Result<(), Failure> {
+        let begin = d.deferred_begin.split();
+        let server = self.upstream.server.as_mut().expect("attached");
+        let leftover = d.server_buf.split_off(d.to_client);
+        let result = tokio::time::timeout(
+            SYNC_TIMEOUT,
+            run_exchange(server, &begin, 1, leftover, self.max_message, None),
+        )
+        .await;
+        d.deferred_begin = begin;
+        d.deferred_begin.clear();
+        match result {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(error))) => {
+                tracing::warn!(%error, "the deferred BEGIN failed");
+                Ok(())
+            }
+            Ok(Err(_)) | Err(_) => Err(Failure {
+                error: lost(server),
+                can_tell: true,
+            }),
+        }
+    }
+
     /// Read-only port, at an idle point: answers requests that must not run
     /// on a replica with 25006 instead of forwarding them (a Query; or a
     /// Parse, and then everything up to its Sync).
@@ -176,12 +283,9 @@ impl Relay<'_> {
         let max = self.max_message;
         let shared = self.upstream.shared;
         let mut answer = BytesMut::new();
-        loop {
-            let Some(frame) =
-                split_frame(&d.client_buf[d.to_server..], max).map_err(|e| d.fail(e.into()))?
-            else {
-                break;
-            };
+        while let Some(frame) =
+            split_frame(&d.client_buf[d.to_server..], max).map_err(|e| d.fail(e.into()))?
+        {
             let len = frame.wire_len();
             if d.skip_to_sync {
                 if frame.tag == tag::SYNC {
@@ -282,6 +386,32 @@ impl Relay<'_> {
 
     /// Decides what a read-write batch does; `Stay` on the read-only port.
     fn step(&self, d: &Duplex, phase: Phase) -> Result<Step, SessionError> {
+        let step = self.step_inner(d, phase);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let tags: Vec<char> = {
+                let buf = &d.client_buf[d.to_server..];
+                let mut pos = 0;
+                let mut tags = Vec::new();
+                while let Ok(Some(f)) = split_frame(&buf[pos..], self.max_message) {
+                    tags.push(f.tag as char);
+                    pos += f.wire_len();
+                }
+                tags
+            };
+            let what = match &step {
+                Ok(Step::Route { dest, reason }) => format!("route {dest:?} ({reason})"),
+                Ok(Step::Stay { reason }) => format!("stay ({reason})"),
+                Ok(Step::Hold) => "hold".into(),
+                Ok(Step::Lookup(n)) => format!("lookup {n:?}"),
+                Ok(Step::WaitClient) => "wait for the client".into(),
+                Err(e) => format!("error {e}"),
+            };
+            tracing::trace!(?phase, open_batch = d.open_batch, ?tags, "batch: {what}");
+        }
+        step
+    }
+
+    fn step_inner(&self, d: &Duplex, phase: Phase) -> Result<Step, SessionError> {
         let Some(split) = &self.split else {
             return Ok(Step::Stay { reason: "listener" });
         };
@@ -299,7 +429,50 @@ impl Relay<'_> {
                 dest: Dest::Primary,
                 reason: "retried",
             }),
+            Phase::Ready(TxStatus::Idle) if !d.deferred_begin.is_empty() => {
+                // A transaction that starts with SET TRANSACTION READ ONLY
+                // (not SERIALIZABLE) may run on a replica; any other on the
+                // primary.
+                let read_only = split_frame(buf, max).ok().flatten().is_some_and(|f| {
+                    f.tag == tag::QUERY
+                        && crate::protocol::cstr(f.body)
+                            .and_then(|(sql, _)| std::str::from_utf8(sql).ok())
+                            .is_some_and(|sql| {
+                                matches!(
+                                    classifier.classify(sql).effects.first(),
+                                    Some(Effect::SetTransaction {
+                                        read_only: Some(true),
+                                        serializable: false
+                                    })
+                                )
+                            })
+                });
+                let replicas = !shared.topology.snapshot().read_schedule.is_empty();
+                let dest = if read_only && replicas && split.pinned.is_none() {
+                    Dest::Replica
+                } else {
+                    Dest::Primary
+                };
+                Ok(Step::Route {
+                    dest,
+                    reason: "transaction",
+                })
+            }
             Phase::Ready(TxStatus::Idle) => {
+                // An extended-protocol batch is planned whole: its statements
+                // share an implicit transaction and cannot be split across
+                // servers. The client waits on nothing before its Sync or
+                // Flush, so waiting for one costs no round trip.
+                match batch_end(buf, max) {
+                    BatchEnd::Open if buf.len() < HIGH_WATER => return Ok(Step::WaitClient),
+                    BatchEnd::Open => {
+                        return Ok(Step::Route {
+                            dest: Dest::Primary,
+                            reason: "large_batch",
+                        })
+                    }
+                    BatchEnd::Closed => {}
+                }
                 let replicas = !shared.topology.snapshot().read_schedule.is_empty();
                 let plan = split.plan(buf, max, &classifier, replicas, &functions, metrics)?;
                 if !plan.unknown.is_empty() {
