@@ -29,4 +29,5 @@ pub mod sqlstate {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const READ_ONLY_TRANSACTION: &str = "25006";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
 }

@@ -40,6 +40,11 @@ struct StatementLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabel {
     cause: &'static str,
 }
@@ -127,6 +132,9 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     server_connections: Family<ServerLabels, Gauge>,
     pins: Family<CauseLabel, Counter>,
+    ryw: Family<OutcomeLabel, Counter>,
+    /// Time reads waited for a replica to reach their session's LSN.
+    pub ryw_wait_seconds: Histogram,
     /// Time to classify one message's SQL (cache hits included).
     pub classify_seconds: Histogram,
 }
@@ -180,6 +188,20 @@ impl Metrics {
             "pgsplit_statements",
             "Requests (Query, Sync, FunctionCall) by listener, target and routing reason",
             statements.clone(),
+        );
+        let ryw = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "pgsplit_read_your_writes",
+            "Reads with a read-your-writes condition, by where they went (replica, primary, waited)",
+            ryw.clone(),
+        );
+        let ryw_wait_seconds = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ]);
+        registry.register(
+            "pgsplit_read_your_writes_wait_seconds",
+            "Time a read waited for a replica to reach its session's LSN",
+            ryw_wait_seconds.clone(),
         );
         let pins = Family::<CauseLabel, Counter>::default();
         registry.register(
@@ -325,6 +347,8 @@ impl Metrics {
             config_reloads,
             server_connections,
             pins,
+            ryw,
+            ryw_wait_seconds,
             classify_seconds,
         }
     }
@@ -355,6 +379,11 @@ impl Metrics {
         let in_use = count("in_use");
         let idle = count("idle");
         (in_use, idle)
+    }
+
+    /// Counts a read with a read-your-writes condition, by outcome.
+    pub fn read_your_writes(&self, outcome: &'static str) {
+        self.ryw.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Counts a session pinned to the primary.

@@ -157,6 +157,8 @@ pub struct Verdict {
     /// (promotion, replay control, advisory locks, large-object and dblink
     /// calls, ALTER SYSTEM, CHECKPOINT): the read-only port refuses it.
     pub replica_forbidden: bool,
+    /// Statements in the text (0 when it could not be parsed).
+    pub statements: usize,
 }
 
 impl Verdict {
@@ -169,6 +171,7 @@ impl Verdict {
             hint: None,
             local_only: false,
             replica_forbidden: false,
+            statements: 0,
         }
     }
 }
@@ -248,6 +251,7 @@ impl Classifier {
                 hint: None,
                 local_only: false,
                 replica_forbidden: false,
+                statements: 1,
             }
         } else {
             parse_with_room(sql, scanned.nesting_bound, &self.lists)

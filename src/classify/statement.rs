@@ -66,6 +66,7 @@ pub(crate) fn classify_parsed(sql: &str, lists: &FunctionLists) -> Verdict {
     let stmts = &parsed.protobuf.stmts;
     let mut verdict = Verdict {
         local_only: !stmts.is_empty(),
+        statements: stmts.len(),
         ..Verdict::write("")
     };
     verdict.access = Access::Read;

@@ -25,6 +25,11 @@ pub enum SessionError {
     TlsRequired,
     #[error("no user name specified in startup packet")]
     NoUser,
+    #[error("invalid value for startup parameter {name}: {why}")]
+    BadParameter {
+        name: &'static str,
+        why: &'static str,
+    },
     #[error(
         "replication connections are not supported by pgsplit; connect to the backend directly"
     )]
@@ -73,6 +78,7 @@ impl SessionError {
             SessionError::TooManyClients { .. } => sqlstate::TOO_MANY_CONNECTIONS,
             SessionError::TlsRequired | SessionError::NoUser => sqlstate::INVALID_AUTHORIZATION,
             SessionError::Replication => sqlstate::FEATURE_NOT_SUPPORTED,
+            SessionError::BadParameter { .. } => sqlstate::INVALID_PARAMETER_VALUE,
             SessionError::ServerLost { .. }
             | SessionError::PrimaryChanged { .. }
             | SessionError::Moved { .. } => sqlstate::CONNECTION_FAILURE,
@@ -98,6 +104,7 @@ impl SessionError {
             | SessionError::Auth(_)
             | SessionError::TlsRequired
             | SessionError::NoUser
+            | SessionError::BadParameter { .. }
             | SessionError::Replication
             | SessionError::Tls(_)
             | SessionError::ClientGone

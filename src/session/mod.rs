@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod relay;
+pub mod ryw;
 pub mod split;
 pub mod state;
 pub mod stream;
@@ -22,6 +23,7 @@ use tokio::net::TcpStream;
 
 use self::error::SessionError;
 use self::relay::{Failure, Outcome, Relay, Traffic};
+use self::ryw::Ryw;
 use self::split::Split;
 use self::stream::ClientStream;
 use self::upstream::Upstream;
@@ -127,11 +129,17 @@ async fn run(
         Ok(Ok(None)) => return Ok(Outcome::Terminated),
         Ok(Ok(Some(upstream))) => upstream,
     };
+    let (report_lsn, min_lsn) = (upstream.report_lsn, upstream.min_lsn);
     let relay = Relay {
         client: stream,
         upstream,
         max_message: config.limits.max_message_size,
         split: (listener == Listener::ReadWrite).then(Split::default),
+        ryw: Ryw {
+            report: report_lsn,
+            floor: min_lsn,
+            ..Ryw::default()
+        },
     };
     match relay.run(&mut who.traffic).await {
         Ok(Outcome::Shutdown) => Err(Failure {
@@ -189,8 +197,22 @@ async fn log_in<'a>(
         ("user".to_owned(), user_name.clone()),
         ("database".to_owned(), database),
     ];
+    let report_lsn = params
+        .get("pgsplit.report_lsn")
+        .is_some_and(|v| matches!(v, "on" | "true" | "1" | "yes"));
+    let min_lsn = match params.get("pgsplit.min_lsn") {
+        Some(v) => Some(v.parse::<crate::topology::lsn::Lsn>().map_err(|why| {
+            SessionError::BadParameter {
+                name: "pgsplit.min_lsn",
+                why,
+            }
+        })?),
+        None => None,
+    };
     server_params.extend(params.params.into_iter().filter(|(k, _)| {
-        !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        !matches!(k.as_str(), "user" | "database" | "replication")
+            && !k.starts_with("_pq_.")
+            && !k.starts_with("pgsplit.")
     }));
     let mut upstream = Upstream {
         server: None,
@@ -204,6 +226,8 @@ async fn log_in<'a>(
         user,
         server_params,
         cancel,
+        report_lsn,
+        min_lsn,
     };
     shared
         .wait_unpaused()

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use super::error::SessionError;
+use super::ryw::Ryw;
 use super::split::Split;
 use super::state::SessionState;
 use super::stream::ClientStream;
@@ -153,6 +154,8 @@ pub struct Relay<'a> {
     pub max_message: usize,
     /// Per-statement routing state (read-write port only).
     pub split: Option<Split>,
+    /// What the session's reads must see.
+    pub ryw: Ryw,
 }
 
 impl Relay<'_> {
@@ -355,6 +358,14 @@ impl Relay<'_> {
                                 self.duration().observe(started.elapsed().as_secs_f64());
                             }
                         }
+                    }
+                    if self.ryw.report
+                        && self.ryw.dirty
+                        && phase.is_idle()
+                        && self.upstream.dest == Dest::Primary
+                        && self.split.is_some()
+                    {
+                        self.report_commit(d).await?;
                     }
                     self.try_send_to_client(&mut *d)?;
                     if d.held && matches!(phase, Phase::Ready(_)) && d.to_server == 0 {

@@ -216,6 +216,7 @@ impl Split {
                 hint: None,
                 local_only: false,
                 replica_forbidden: false,
+                statements: 0,
             }),
         };
         observe.classified(started);

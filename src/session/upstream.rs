@@ -36,6 +36,10 @@ pub struct Upstream<'a> {
     /// Startup parameters for server logins (user, database, the client's).
     pub server_params: Vec<(String, String)>,
     pub cancel: &'a CancelHandle,
+    /// Startup parameter `pgsplit.report_lsn`.
+    pub report_lsn: bool,
+    /// Startup parameter `pgsplit.min_lsn`.
+    pub min_lsn: Option<crate::topology::lsn::Lsn>,
 }
 
 impl Upstream<'_> {
@@ -133,6 +137,10 @@ impl Upstream<'_> {
                 &tried,
             )
             .await?;
+            // A read-only session sent to the primary (a fallback) stays
+            // read-only there.
+            let mut target = target;
+            target.read_only |= self.listener == Listener::ReadOnly;
             match pool::connect(&target, &self.user, &params, connect_timeout).await {
                 Ok(mut server) => {
                     server.in_use = Some(self.shared.metrics.server_in_use(&server.name));
