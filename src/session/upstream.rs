@@ -140,7 +140,7 @@ impl Upstream<'_> {
             // A read-only session sent to the primary (a fallback) stays
             // read-only there.
             let mut target = target;
-            target.read_only |= self.listener == Listener::ReadOnly;
+            target.read_only |= self.listener == Listener::ReadOnly && self.dest == Dest::Primary;
             match pool::connect(&target, &self.user, &params, connect_timeout).await {
                 Ok(mut server) => {
                     server.in_use = Some(self.shared.metrics.server_in_use(&server.name));
