@@ -112,6 +112,15 @@ pub struct Limits {
     /// While pgsplit is paused (`POST /pause`), a new transaction waits this
     /// long for `POST /resume` before it fails with 57P03. Default 60000.
     pub pause_timeout_ms: u64,
+    /// Server connections per backend, in use and idle together. A session
+    /// that needs one more waits up to `server_wait_timeout_ms`, then gets
+    /// 53300. Default 200. Applies to backends first seen after a change.
+    pub max_server_connections: usize,
+    /// How long a session waits for a server connection. Default 5000.
+    pub server_wait_timeout_ms: u64,
+    /// Idle pooled server connections older than this are closed. Default
+    /// 60000.
+    pub server_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -123,6 +132,9 @@ impl Default for Limits {
             connect_timeout_ms: 5_000,
             shutdown_timeout_ms: 30_000,
             pause_timeout_ms: 60_000,
+            max_server_connections: 200,
+            server_wait_timeout_ms: 5_000,
+            server_idle_timeout_ms: 60_000,
         }
     }
 }
@@ -524,6 +536,12 @@ impl Config {
         if lim.max_client_connections == 0 {
             return Err(invalid(
                 "limits.max_client_connections",
+                "must be at least 1",
+            ));
+        }
+        if lim.max_server_connections == 0 {
+            return Err(invalid(
+                "limits.max_server_connections",
                 "must be at least 1",
             ));
         }

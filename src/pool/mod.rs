@@ -6,13 +6,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::server::{login, LoginError};
 use crate::auth::UserEntry;
 use crate::cancel::CancelTarget;
+use crate::protocol::frame::split_frame;
 use crate::protocol::startup::CancelKey;
+use crate::protocol::{message, tag};
 use crate::route::Target;
 
 /// A logged-in connection to one backend.
@@ -172,4 +175,51 @@ pub async fn connect(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| timed_out())?
+}
+
+/// Sends `out` and reads the server's replies up to the `replies`-th
+/// ReadyForQuery, starting with the `leftover` bytes already read; DataRows
+/// go to `rows` (as text) when given. Returns the first error the server
+/// reported, if any. Err: the connection is unusable.
+pub async fn exchange(
+    server: &mut ServerConn,
+    out: &[u8],
+    replies: u32,
+    mut pending: BytesMut,
+    max: usize,
+    mut rows: Option<&mut Vec<Vec<Option<String>>>>,
+) -> Result<Option<String>, ()> {
+    server.stream.write_all(out).await.map_err(drop)?;
+    let mut seen = 0;
+    let mut error = None;
+    while seen < replies {
+        match split_frame(&pending, max).map_err(drop)? {
+            Some(frame) => {
+                match frame.tag {
+                    tag::READY_FOR_QUERY => seen += 1,
+                    tag::DATA_ROW => {
+                        if let Some(rows) = rows.as_deref_mut() {
+                            rows.push(message::data_row_text(frame.body).map_err(drop)?);
+                        }
+                    }
+                    tag::ERROR_RESPONSE if error.is_none() => {
+                        error = Some(match message::ErrorFields::parse(frame.body) {
+                            Ok(f) => format!("{} ({})", f.message, f.code),
+                            Err(_) => "an unreadable error".to_owned(),
+                        });
+                    }
+                    _ => {}
+                }
+                let len = frame.wire_len();
+                pending.advance(len);
+            }
+            None => {
+                pending.reserve(4096);
+                if server.stream.read_buf(&mut pending).await.map_err(drop)? == 0 {
+                    return Err(());
+                }
+            }
+        }
+    }
+    Ok(error)
 }

@@ -35,7 +35,9 @@ use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
 use crate::route::Dest;
 
 mod client;
+mod consistency;
 mod retry;
+mod server_state;
 #[cfg(test)]
 mod tests;
 

@@ -5,23 +5,18 @@
 //! busy and must go elsewhere waits in the client buffer until it is free.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::retry::{self, Held, Retry};
 use super::{scan_client, Duplex, Failure, Phase, Relay, TxStatus, HIGH_WATER};
 use crate::classify::Effect;
-use crate::pool::ServerConn;
 use crate::protocol::encode::{self, Severity};
 use crate::protocol::frame::split_frame;
-use crate::protocol::{message, tag};
+use crate::protocol::tag;
 use crate::route::Dest;
 use crate::session::error::SessionError;
-use crate::session::ryw::Need;
-use crate::session::split::{FunctionCache, Functions};
+use crate::session::split::Functions;
 use crate::session::state::SessionState;
-use crate::session::upstream::lost;
-use crate::topology::lsn::Lsn;
 
 /// What to do with a batch on the read-write port.
 enum Step {
@@ -68,20 +63,18 @@ fn batch_end(buf: &[u8], max: usize) -> BatchEnd {
             tag::QUERY | tag::SYNC | tag::FLUSH | tag::FUNCTION_CALL | tag::TERMINATE => {
                 BatchEnd::Closed
             }
+            // Not a message a client may send now: let the scan refuse it.
+            t if !crate::protocol::is_frontend_tag(t) || t == tag::PASSWORD => {
+                return BatchEnd::Closed
+            }
             _ => BatchEnd::Open,
         };
     }
     end
 }
 
-/// Whether a Query's text mentions `min_lsn` (a cheap filter before
-/// classifying it for a causal token).
-fn memchr_min_lsn(body: &[u8]) -> bool {
-    body.windows(7).any(|w| w.eq_ignore_ascii_case(b"min_lsn"))
-}
-
 /// How long the replies to a sync may take.
-const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(super) const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Relay<'_> {
     /// Takes the whole messages the client sent, routes and forwards them.
@@ -230,212 +223,6 @@ impl Relay<'_> {
         Ok(terminate)
     }
 
-    /// Where a read may go given the session's read-your-writes condition:
-    /// a replica that has what the session must see, or the primary.
-    async fn read_dest(&mut self, d: &mut Duplex) -> Result<Dest, Failure> {
-        let shared = self.upstream.shared;
-        let config = shared.config.load_full();
-        let c = &config.consistency;
-        let now = std::time::Instant::now();
-        let window = std::time::Duration::from_millis(c.window_ms);
-        let floor = match self.ryw.need(c.mode, window, now) {
-            Need::Nothing => return Ok(Dest::Replica),
-            Need::Primary => {
-                shared.metrics.read_your_writes("primary");
-                return Ok(Dest::Primary);
-            }
-            Need::Floor => {
-                // The primary's insert position now covers every commit the
-                // session made.
-                match self
-                    .ask_lsn(d, Dest::Primary, "SELECT pg_current_wal_insert_lsn()")
-                    .await?
-                {
-                    Some(lsn) => {
-                        self.ryw.raise(lsn);
-                        self.ryw.dirty = false;
-                        lsn.max(self.ryw.floor.unwrap_or(lsn))
-                    }
-                    None => {
-                        shared.metrics.read_your_writes("primary");
-                        return Ok(Dest::Primary);
-                    }
-                }
-            }
-            Need::Replay(floor) => floor,
-        };
-        // The session's replica: does it have the floor already?
-        if let Err(error) = self.upstream.ensure_server(Dest::Replica, d.state).await {
-            tracing::debug!(%error, "no replica for a read with a floor; using the primary");
-            shared.metrics.read_your_writes("primary");
-            return Ok(Dest::Primary);
-        }
-        let server = self.upstream.server.as_ref().expect("attached");
-        if server.read_only {
-            // A read-only session's fallback on the primary sees everything.
-            return Ok(Dest::Replica);
-        }
-        let key = server.key;
-        let known = shared
-            .topology
-            .snapshot()
-            .backends
-            .iter()
-            .find(|b| b.name == server.name && b.address == server.address)
-            .and_then(|b| b.replay_lsn);
-        let seen = self.ryw.seen.filter(|(k, _)| *k == key).map(|(_, l)| l);
-        if known.max(seen).is_some_and(|l| l >= floor) {
-            shared.metrics.read_your_writes("replica");
-            return Ok(Dest::Replica);
-        }
-        // Ask it (and, with max_wait_ms, keep asking) where it is.
-        let deadline = now + std::time::Duration::from_millis(c.max_wait_ms);
-        let mut waited = false;
-        loop {
-            if let Some(lsn) = self
-                .ask_lsn(d, Dest::Replica, "SELECT pg_last_wal_replay_lsn()")
-                .await?
-            {
-                self.ryw.seen = Some((key, lsn));
-                if lsn >= floor {
-                    if waited {
-                        shared.metrics.read_your_writes("waited");
-                        shared
-                            .metrics
-                            .ryw_wait_seconds
-                            .observe(now.elapsed().as_secs_f64());
-                    } else {
-                        shared.metrics.read_your_writes("replica");
-                    }
-                    return Ok(Dest::Replica);
-                }
-            }
-            if std::time::Instant::now() >= deadline {
-                shared.metrics.read_your_writes("primary");
-                return Ok(Dest::Primary);
-            }
-            waited = true;
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-    }
-
-    /// Runs a one-value LSN query on the server for `dest` (switching to it);
-    /// None if the server answered with an error or no LSN.
-    async fn ask_lsn(
-        &mut self,
-        d: &mut Duplex,
-        dest: Dest,
-        sql: &str,
-    ) -> Result<Option<Lsn>, Failure> {
-        self.upstream
-            .ensure_server(dest, d.state)
-            .await
-            .map_err(|error| Failure {
-                error,
-                can_tell: true,
-            })?;
-        let server = self.upstream.server.as_mut().expect("attached");
-        let mut out = BytesMut::new();
-        encode::query(&mut out, sql);
-        let leftover = d.server_buf.split_off(d.to_client);
-        let mut rows = Vec::new();
-        let result = tokio::time::timeout(
-            SYNC_TIMEOUT,
-            run_exchange(server, &out, 1, leftover, self.max_message, Some(&mut rows)),
-        )
-        .await;
-        match result {
-            Ok(Ok(None)) => Ok(rows
-                .first()
-                .and_then(|r| r.first())
-                .and_then(|v| v.as_deref())
-                .and_then(|v| v.parse().ok())),
-            Ok(Ok(Some(_))) => Ok(None),
-            Ok(Err(_)) | Err(_) => Err(Failure {
-                error: lost(server),
-                can_tell: true,
-            }),
-        }
-    }
-
-    /// A write committed and the client wants its LSN: learned from the same
-    /// server connection before anything else runs there, and sent as
-    /// ParameterStatus `pgsplit.commit_lsn` just ahead of ReadyForQuery.
-    pub(super) async fn report_commit(&mut self, d: &mut Duplex) -> Result<(), Failure> {
-        // The answer ends with the ReadyForQuery just scanned.
-        let end = d.to_client;
-        let rfq = end
-            .checked_sub(6)
-            .filter(|&at| d.server_buf[at] == tag::READY_FOR_QUERY && d.server_buf[at + 4] == 5);
-        let Some(at) = rfq else {
-            return Ok(());
-        };
-        let status = d.server_buf[at + 5];
-        let Some(lsn) = self
-            .ask_lsn_here(d, "SELECT pg_current_wal_insert_lsn()")
-            .await?
-        else {
-            return Ok(());
-        };
-        self.ryw.raise(lsn);
-        self.ryw.dirty = false;
-        let tail = d.server_buf.split_off(at);
-        let rest = tail[6..].to_vec();
-        encode::parameter_status(&mut d.server_buf, "pgsplit.commit_lsn", &lsn.to_string());
-        encode::ready_for_query(&mut d.server_buf, status);
-        d.to_client = d.server_buf.len();
-        d.server_buf.extend_from_slice(&rest);
-        Ok(())
-    }
-
-    /// `ask_lsn` on the attached server, whatever it serves.
-    async fn ask_lsn_here(&mut self, d: &mut Duplex, sql: &str) -> Result<Option<Lsn>, Failure> {
-        let dest = self.upstream.dest;
-        self.ask_lsn(d, dest, sql).await
-    }
-
-    /// After a batch went out: a write on the primary makes the session's
-    /// next reads wait for it; `SET pgsplit.min_lsn` raises the floor.
-    fn note_consistency(&mut self, d: &Duplex, forward: usize, target: Dest, reason: &str) {
-        if self.split.is_some()
-            && target == Dest::Primary
-            && !matches!(reason, "read" | "hint" | "no_replica" | "consistency")
-        {
-            if let Some(server) = &self.upstream.server {
-                self.ryw.on_primary(&server.name);
-            }
-            self.ryw.wrote(std::time::Instant::now());
-        }
-        let batch = &d.client_buf[d.to_server..d.to_server + forward];
-        let classifier = self.upstream.shared.classifier.load();
-        let mut pos = 0;
-        while let Ok(Some(frame)) = split_frame(&batch[pos..], self.max_message) {
-            pos += frame.wire_len();
-            if frame.tag != tag::QUERY || !memchr_min_lsn(frame.body) {
-                continue;
-            }
-            let Some(sql) = crate::protocol::cstr(frame.body)
-                .and_then(|(sql, _)| std::str::from_utf8(sql).ok())
-            else {
-                continue;
-            };
-            for effect in &classifier.classify(sql).effects {
-                match effect {
-                    Effect::MinLsn(Some(lsn)) => {
-                        if let Ok(lsn) = lsn.parse() {
-                            self.ryw.raise(lsn);
-                        }
-                    }
-                    Effect::MinLsn(None) => {
-                        self.ryw.floor = None;
-                        self.ryw.dirty = true;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
     /// Read-write port, at an idle point: a batch that is only a plain BEGIN
     /// is answered here and kept; the next statement decides where the
     /// transaction runs (see `step`). Returns true when it did so.
@@ -478,32 +265,6 @@ impl Relay<'_> {
         d.server_buf.unsplit(tail);
         self.try_send_to_client(d)?;
         Ok(true)
-    }
-
-    /// Sends the deferred BEGIN to the attached server, its reply swallowed
-    /// (the client had its answer).
-    async fn send_deferred_begin(&mut self, d: &mut Duplex) -> Result<(), Failure> {
-        let begin = d.deferred_begin.split();
-        let server = self.upstream.server.as_mut().expect("attached");
-        let leftover = d.server_buf.split_off(d.to_client);
-        let result = tokio::time::timeout(
-            SYNC_TIMEOUT,
-            run_exchange(server, &begin, 1, leftover, self.max_message, None),
-        )
-        .await;
-        d.deferred_begin = begin;
-        d.deferred_begin.clear();
-        match result {
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(error))) => {
-                tracing::warn!(%error, "the deferred BEGIN failed");
-                Ok(())
-            }
-            Ok(Err(_)) | Err(_) => Err(Failure {
-                error: lost(server),
-                can_tell: true,
-            }),
-        }
     }
 
     /// Read-only port, at an idle point: answers requests that must not run
@@ -741,219 +502,4 @@ impl Relay<'_> {
             }
         }
     }
-
-    /// Brings the attached server up to date for the next `forward` bytes.
-    /// A replica that fails to take the session's state is left for the
-    /// primary; returns the reason label then.
-    async fn sync_server(
-        &mut self,
-        d: &mut Duplex,
-        forward: usize,
-    ) -> Result<Option<&'static str>, Failure> {
-        let max = self.max_message;
-        let shared = self.upstream.shared;
-        let classifier = shared.classifier.load();
-        let mut fallback = None;
-        loop {
-            let split = self.split.as_ref().expect("read-write port");
-            let server = self.upstream.server.as_mut().expect("attached");
-            let full = d.last_server != Some(server.key);
-            let batch = &d.client_buf[d.to_server..d.to_server + forward];
-            let mut out = BytesMut::new();
-            let replies = split
-                .sync_messages(
-                    server,
-                    batch,
-                    max,
-                    full,
-                    &classifier,
-                    &shared.metrics,
-                    &mut out,
-                )
-                .map_err(|e| d.fail(e.into()))?;
-            d.last_server = Some(server.key);
-            if replies == 0 {
-                return Ok(fallback);
-            }
-            // Anything the server said while idle and that is not whole yet
-            // is read on from here (and not passed on).
-            let leftover = d.server_buf.split_off(d.to_client);
-            let result = tokio::time::timeout(
-                SYNC_TIMEOUT,
-                run_exchange(server, &out, replies, leftover, max, None),
-            )
-            .await;
-            let error = match result {
-                Ok(Ok(None)) => return Ok(fallback),
-                Ok(Ok(Some(error))) => error,
-                Ok(Err(_)) | Err(_) => {
-                    return Err(Failure {
-                        error: lost(server),
-                        can_tell: true,
-                    })
-                }
-            };
-            if self.upstream.dest == Dest::Primary {
-                // The client would have had the same error from a single
-                // server; its own statement will say so.
-                tracing::debug!(backend = %server.name, %error, "replaying session state failed on the primary");
-                return Ok(fallback);
-            }
-            tracing::info!(backend = %server.name, %error, "replaying session state failed on a replica; using the primary");
-            self.upstream
-                .detach("it could not take the session's state")
-                .await;
-            self.upstream
-                .ensure_server(Dest::Primary, d.state)
-                .await
-                .map_err(|error| Failure {
-                    error,
-                    can_tell: true,
-                })?;
-            fallback = Some("replay_failed");
-        }
-    }
-
-    /// Asks the attached server (attaching one if need be) whether the
-    /// functions `names` are read-only, and caches the answers for the
-    /// session's database. Anything unanswered counts as a write.
-    async fn lookup_functions(
-        &mut self,
-        d: &mut Duplex,
-        names: &[Box<str>],
-    ) -> Result<(), Failure> {
-        let shared = self.upstream.shared;
-        let database = self.upstream.database().to_owned();
-        for name in names {
-            shared.functions.put(&database, name, false);
-        }
-        let Some(sql) = FunctionCache::lookup_sql(names) else {
-            return Ok(());
-        };
-        if self.upstream.server.is_none() {
-            let dest = self.upstream.dest;
-            self.upstream
-                .ensure_server(dest, d.state)
-                .await
-                .map_err(|error| Failure {
-                    error,
-                    can_tell: true,
-                })?;
-        }
-        let server = self.upstream.server.as_mut().expect("attached");
-        let mut out = BytesMut::new();
-        crate::protocol::encode::query(&mut out, &sql);
-        let leftover = d.server_buf.split_off(d.to_client);
-        let mut rows = Vec::new();
-        let result = tokio::time::timeout(
-            SYNC_TIMEOUT,
-            run_exchange(server, &out, 1, leftover, self.max_message, Some(&mut rows)),
-        )
-        .await;
-        match result {
-            Ok(Ok(None)) => {
-                for row in rows {
-                    if let [Some(name), Some(read)] = &row[..] {
-                        shared.functions.put(&database, name, read == "t");
-                    }
-                }
-                Ok(())
-            }
-            Ok(Ok(Some(error))) => {
-                tracing::warn!(%error, "looking up functions in pg_proc failed; treating them as writes");
-                Ok(())
-            }
-            Ok(Err(_)) | Err(_) => Err(Failure {
-                error: lost(server),
-                can_tell: true,
-            }),
-        }
-    }
-
-    /// Records the effects of the next `forward` bytes (read-write port).
-    fn record(&mut self, d: &mut Duplex, forward: usize, in_tx: bool) -> Result<(), Failure> {
-        let shared = self.upstream.shared;
-        let classifier = shared.classifier.load();
-        let split = self.split.as_mut().expect("read-write port");
-        let server = self.upstream.server.as_mut().expect("attached");
-        let batch = &d.client_buf[d.to_server..d.to_server + forward];
-        let database = self
-            .upstream
-            .server_params
-            .iter()
-            .find(|(k, _)| k == "database")
-            .map_or("", |(_, v)| v.as_str());
-        let functions = Functions::new(&shared.functions, database);
-        let pinned = split
-            .record(
-                batch,
-                self.max_message,
-                self.upstream.dest,
-                server,
-                &classifier,
-                &functions,
-                &shared.metrics,
-                in_tx,
-            )
-            .map_err(|e| Failure {
-                error: e.into(),
-                can_tell: true,
-            })?;
-        if let Some(cause) = pinned {
-            shared.metrics.pinned(cause.label());
-            tracing::debug!(
-                cause = cause.label(),
-                "session pinned to the primary from now on"
-            );
-        }
-        d.state = split.state();
-        Ok(())
-    }
-}
-
-/// Sends `out` and reads the server's replies up to the `replies`-th
-/// ReadyForQuery, starting with the `leftover` bytes already read; DataRows
-/// go to `rows` (as text) when given. Returns the first error the server
-/// reported, if any. Err: the connection is unusable.
-async fn run_exchange(
-    server: &mut ServerConn,
-    out: &[u8],
-    replies: u32,
-    mut pending: BytesMut,
-    max: usize,
-    mut rows: Option<&mut Vec<Vec<Option<String>>>>,
-) -> Result<Option<String>, ()> {
-    server.stream.write_all(out).await.map_err(drop)?;
-    let mut seen = 0;
-    let mut error = None;
-    while seen < replies {
-        match split_frame(&pending, max).map_err(drop)? {
-            Some(frame) => {
-                match frame.tag {
-                    tag::READY_FOR_QUERY => seen += 1,
-                    tag::DATA_ROW => {
-                        if let Some(rows) = rows.as_deref_mut() {
-                            rows.push(message::data_row_text(frame.body).map_err(drop)?);
-                        }
-                    }
-                    tag::ERROR_RESPONSE if error.is_none() => {
-                        error = Some(match message::ErrorFields::parse(frame.body) {
-                            Ok(f) => format!("{} ({})", f.message, f.code),
-                            Err(_) => "an unreadable error".to_owned(),
-                        });
-                    }
-                    _ => {}
-                }
-                let len = frame.wire_len();
-                pending.advance(len);
-            }
-            None => {
-                pending.reserve(4096);
-                if server.stream.read_buf(&mut pending).await.map_err(drop)? == 0 {
-                    return Err(());
-                }
-            }
-        }
-    }
-    Ok(error)
 }
