@@ -183,7 +183,7 @@ async fn writes_follow_a_promoted_replica_without_a_restart() {
         "took {took:?}"
     );
     let fresh = env.connect(env.rw).await;
-    assert_eq!(port_of(&fresh).await, env.cluster.node(1).port);
+    assert_eq!(primary_of(&fresh).await, env.cluster.node(1).port);
     let (_, metrics) = env.http_get("/metrics").await;
     assert!(
         metrics.contains("pgsplit_backend_is_primary{backend=\"pg2\"} 1"),
@@ -365,7 +365,7 @@ async fn routing_settings_primary_reads_and_no_replica_error() {
     assert_eq!(sqlstate(&err), "57P03", "{}", message(&err));
     assert!(message(&err).contains("no replica"), "{}", message(&err));
     let c = env.connect(env.rw).await;
-    assert_eq!(port_of(&c).await, env.primary_port());
+    assert_eq!(primary_of(&c).await, env.primary_port());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,5 +435,5 @@ async fn a_transaction_on_a_former_primary_gets_one_clear_error() {
         "0"
     );
     // The idle, clean session carries on, on the new primary.
-    assert_eq!(port_of(&idle).await, env.cluster.node(1).port);
+    assert_eq!(primary_of(&idle).await, env.cluster.node(1).port);
 }
