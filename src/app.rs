@@ -43,6 +43,8 @@ pub struct Shared {
     config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Configurations applied since start (0 = the first).
     config_generation: std::sync::atomic::AtomicU64,
+    /// Idle server connections for reuse.
+    pub pool: crate::pool::idle::Pool,
     /// What `pg_proc` said about functions the classifier does not know.
     pub functions: crate::session::split::FunctionCache,
     /// Statement classifier (with its cache), rebuilt on reload.
@@ -295,6 +297,7 @@ impl Proxy {
             rejecting: AtomicUsize::new(0),
             classifier: ArcSwap::from_pointee(classifier_for(&config)),
             functions: Default::default(),
+            pool: Default::default(),
             config: ArcSwap::from_pointee(config),
         });
         let tracker = TaskTracker::new();

@@ -366,6 +366,16 @@ impl Metrics {
         InUse(gauge)
     }
 
+    /// The `idle` gauge of `backend`'s server connections (the pool keeps it).
+    pub fn server_idle_gauge(&self, backend: &str) -> Gauge {
+        self.server_connections
+            .get_or_create(&ServerLabels {
+                backend: backend.to_owned(),
+                state: "idle",
+            })
+            .clone()
+    }
+
     /// Server connections to `backend`: (in use, idle in the pool).
     pub fn server_counts(&self, backend: &str) -> (i64, i64) {
         let count = |state| {

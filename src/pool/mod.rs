@@ -1,7 +1,9 @@
 //! Server connections: opening a TCP connection to a backend and logging in as
-//! the client's user. This stage gives each session its own server connection
-//! for its life; pooling and reuse come with per-statement routing, behind the
-//! same `connect`/`ServerConn` seam.
+//! the client's user ([`connect`]), one request/reply exchange on a connection
+//! pgsplit itself drives ([`exchange`]), and the pool of idle connections
+//! ([`idle::Pool`]) that sessions borrow from and give back to.
+
+pub mod idle;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +41,15 @@ pub struct ServerConn {
     pub in_use: Option<crate::metrics::InUse>,
     /// How much of its session's state this connection holds.
     pub synced: Synced,
+    /// Its place under `limits.max_server_connections` (freed on drop).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Whether an idle server connection has nothing to say: not closed, no
+/// message waiting (an idle server only speaks to say goodbye or to notify).
+pub fn quiet(server: &ServerConn) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(server.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// The session state a server connection holds, as versions of the session's
@@ -50,6 +61,13 @@ pub struct Synced {
     pub epoch: u64,
     pub set_version: u64,
     pub prepared: std::collections::HashMap<Box<str>, u64>,
+}
+
+impl Synced {
+    /// Holds no setting and no prepared statement of any session.
+    pub fn is_empty(&self) -> bool {
+        self.set_version == 0 && self.prepared.is_empty()
+    }
 }
 
 impl ServerConn {
@@ -170,6 +188,7 @@ pub async fn connect(
             read_only: target.read_only,
             in_use: None,
             synced: Synced::default(),
+            permit: None,
         })
     };
     tokio::time::timeout(timeout, work)

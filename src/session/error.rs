@@ -17,6 +17,8 @@ pub enum SessionError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(transparent)]
+    PoolTimeout(#[from] crate::pool::idle::PoolTimeout),
     #[error("sorry, too many clients already (max_client_connections = {max})")]
     TooManyClients { max: usize },
     #[error("timed out after {ms} ms waiting for the client to log in (limits.login_timeout_ms)")]
@@ -75,7 +77,9 @@ impl SessionError {
             SessionError::Auth(e) => e.sqlstate(),
             SessionError::Route(e) => e.sqlstate(),
             SessionError::Connect(e) => e.sqlstate(),
-            SessionError::TooManyClients { .. } => sqlstate::TOO_MANY_CONNECTIONS,
+            SessionError::TooManyClients { .. } | SessionError::PoolTimeout(_) => {
+                sqlstate::TOO_MANY_CONNECTIONS
+            }
             SessionError::TlsRequired | SessionError::NoUser => sqlstate::INVALID_AUTHORIZATION,
             SessionError::Replication => sqlstate::FEATURE_NOT_SUPPORTED,
             SessionError::BadParameter { .. } => sqlstate::INVALID_PARAMETER_VALUE,
@@ -116,6 +120,7 @@ impl SessionError {
             | SessionError::PrimaryChanged { .. }
             | SessionError::Moved { .. } => ErrorKind::Server,
             SessionError::TooManyClients { .. }
+            | SessionError::PoolTimeout(_)
             | SessionError::Shutdown
             | SessionError::PauseTimeout { .. } => ErrorKind::Service,
         }

@@ -214,6 +214,16 @@ async fn log_in<'a>(
             && !k.starts_with("_pq_.")
             && !k.starts_with("pgsplit.")
     }));
+    // The pool key: every login parameter, in a stable order.
+    let login = {
+        let mut sorted: Vec<&(String, String)> = server_params.iter().collect();
+        sorted.sort();
+        sorted
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("\0")
+    };
     let mut upstream = Upstream {
         server: None,
         dest: match listener {
@@ -226,6 +236,8 @@ async fn log_in<'a>(
         user,
         server_params,
         cancel,
+        login: login.clone().into(),
+        login_read_only: format!("{login}\0read_only").into(),
         report_lsn,
         min_lsn,
     };

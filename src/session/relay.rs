@@ -370,6 +370,12 @@ impl Relay<'_> {
                         self.report_commit(d).await?;
                     }
                     self.try_send_to_client(&mut *d)?;
+                    if self.can_give_back(d, phase) {
+                        // The read is done: its replica connection goes back
+                        // to the pool for the next read, this session's or
+                        // another's.
+                        self.upstream.give_back();
+                    }
                     if d.held && matches!(phase, Phase::Ready(_)) && d.to_server == 0 {
                         // The server is done: what waited goes now.
                         d.held = false;
@@ -390,8 +396,34 @@ impl Relay<'_> {
                 }
             }
         };
-        self.upstream.finish(&outcome).await;
+        // A server connection with nothing in flight or unread can be reused.
+        let idle = phase.is_idle()
+            && d.to_server == 0
+            && d.server_buf.len() == d.to_client
+            && d.scanner.at_boundary();
+        self.upstream.finish(&outcome, idle).await;
         Ok(outcome)
+    }
+
+    /// Whether the active connection is a replica's, idle, holding nothing of
+    /// the session: it may go back to the pool (read-write port only).
+    fn can_give_back(&self, d: &Duplex, phase: Phase) -> bool {
+        phase.is_idle()
+            && self.upstream.dest == Dest::Replica
+            && self
+                .split
+                .as_ref()
+                .is_some_and(Split::holds_no_server_state)
+            && d.to_server == 0
+            && !d.held
+            && d.retry == Retry::Off
+            && d.server_buf.len() == d.to_client
+            && d.scanner.at_boundary()
+            && self
+                .upstream
+                .server
+                .as_ref()
+                .is_some_and(|s| s.synced.is_empty())
     }
 
     /// Writes what the server can take right now without waiting (the common

@@ -522,6 +522,13 @@ impl Split {
         synced.prepared.insert(name.into(), p.version);
     }
 
+    /// Nothing of the session lives only on its replica connection: not
+    /// pinned, and the unnamed statement (which cannot be replayed) was not
+    /// last parsed there.
+    pub fn holds_no_server_state(&self) -> bool {
+        self.pinned.is_none() && !matches!(self.unnamed, Some((Dest::Replica, _)))
+    }
+
     /// The session's movability, for the relay: pinned sessions hold state
     /// no other server connection can be given.
     pub fn state(&self) -> SessionState {

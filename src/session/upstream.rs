@@ -36,6 +36,10 @@ pub struct Upstream<'a> {
     /// Startup parameters for server logins (user, database, the client's).
     pub server_params: Vec<(String, String)>,
     pub cancel: &'a CancelHandle,
+    /// Pool key of this session's logins: user, database and the client's
+    /// startup parameters; and the same for read-only logins.
+    pub login: Arc<str>,
+    pub login_read_only: Arc<str>,
     /// Startup parameter `pgsplit.report_lsn`.
     pub report_lsn: bool,
     /// Startup parameter `pgsplit.min_lsn`.
@@ -84,7 +88,7 @@ impl Upstream<'_> {
         }
         std::mem::swap(&mut self.server, &mut self.parked);
         self.dest = dest;
-        if self.server.as_ref().is_some_and(|s| !quiet(s)) {
+        if self.server.as_ref().is_some_and(|s| !pool::quiet(s)) {
             self.server = None;
         }
         self.cancel
@@ -115,11 +119,7 @@ impl Upstream<'_> {
         let wait = Duration::from_millis(config.health.failover_timeout_ms);
         let deadline = Instant::now() + wait;
         let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
-        let params: Vec<(&str, &str)> = self
-            .server_params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let idle_timeout = Duration::from_millis(config.limits.server_idle_timeout_ms);
         let mut tried = Vec::new();
         let mut changes = self.shared.topology.subscribe();
         loop {
@@ -141,14 +141,25 @@ impl Upstream<'_> {
             // read-only there.
             let mut target = target;
             target.read_only |= self.listener == Listener::ReadOnly && self.dest == Dest::Primary;
-            match pool::connect(&target, &self.user, &params, connect_timeout).await {
+            let login = self.login_key(target.read_only);
+            let pooled = self
+                .shared
+                .pool
+                .take(&target.name, &target.address, login, idle_timeout);
+            let connected = match pooled {
+                Some(server) => Ok(server),
+                None => self.connect(&target, &config, connect_timeout).await,
+            };
+            match connected {
                 Ok(mut server) => {
                     server.in_use = Some(self.shared.metrics.server_in_use(&server.name));
                     self.cancel.slot().set(Some(server.cancel_target()));
                     self.server = Some(server);
                     return Ok(());
                 }
-                Err(e) if e.is_unreachable() && Instant::now() < deadline => {
+                Err(SessionError::Connect(e))
+                    if e.is_unreachable() && Instant::now() < deadline =>
+                {
                     tracing::warn!(backend = %target.name, error = %e, "backend unreachable; trying again");
                     if self.dest == Dest::Replica {
                         tried.push(target.backend);
@@ -159,9 +170,87 @@ impl Upstream<'_> {
                             .await;
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The pool key of this session's logins (read-only ones apart).
+    fn login_key(&self, read_only: bool) -> &str {
+        if read_only {
+            &self.login_read_only
+        } else {
+            &self.login
+        }
+    }
+
+    /// A new server connection to `target`, within the per-backend bound.
+    async fn connect(
+        &self,
+        target: &route::Target,
+        config: &crate::config::Config,
+        connect_timeout: Duration,
+    ) -> Result<ServerConn, SessionError> {
+        let metrics = &self.shared.metrics;
+        let permit = self
+            .shared
+            .pool
+            .slot(
+                &target.name,
+                &target.address,
+                config.limits.max_server_connections,
+                Duration::from_millis(config.limits.server_wait_timeout_ms),
+                || metrics.server_idle_gauge(&target.name),
+            )
+            .await?;
+        let params: Vec<(&str, &str)> = self
+            .server_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut server = pool::connect(target, &self.user, &params, connect_timeout).await?;
+        server.permit = Some(permit);
+        Ok(server)
+    }
+
+    /// Gives the active connection back to the pool as it is: only for one
+    /// that is idle and holds no session state.
+    pub(super) fn give_back(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            self.cancel.slot().set(None);
+            server.in_use = None;
+            let login = if server.read_only {
+                self.login_read_only.clone()
+            } else {
+                self.login.clone()
+            };
+            self.shared.pool.put(login, server);
+        }
+    }
+
+    /// Resets an idle connection (DISCARD ALL) and gives it back to the pool,
+    /// in the background; a connection that fails that is dropped.
+    fn reset_and_give_back(&self, mut server: ServerConn) {
+        server.in_use = None;
+        let shared = Arc::clone(self.shared);
+        let login = if server.read_only {
+            self.login_read_only.clone()
+        } else {
+            self.login.clone()
+        };
+        tokio::spawn(async move {
+            let mut out = BytesMut::new();
+            encode::query(&mut out, "DISCARD ALL");
+            let reset = tokio::time::timeout(
+                Duration::from_secs(5),
+                pool::exchange(&mut server, &out, 1, BytesMut::new(), 1 << 20, None),
+            )
+            .await;
+            if let Ok(Ok(None)) = reset {
+                server.synced = pool::Synced::default();
+                shared.pool.put(login, server);
+            }
+        });
     }
 
     /// Drops the server connection without a goodbye; if a statement may be
@@ -194,27 +283,26 @@ impl Upstream<'_> {
         }
     }
 
-    pub(super) async fn finish(&mut self, outcome: &Outcome) {
-        if let Some(mut parked) = self.parked.take() {
-            let mut out = BytesMut::new();
-            encode::terminate(&mut out);
-            let _ = parked.stream.write_all(&out).await;
+    /// The session is over: connections left idle go back to the pool,
+    /// reset; one with a request still running is cancelled and dropped.
+    pub(super) async fn finish(&mut self, outcome: &Outcome, idle: bool) {
+        if let Some(parked) = self.parked.take() {
+            // Parked connections are always idle.
+            self.reset_and_give_back(parked);
         }
         match outcome {
             // Stop the orphaned query so its server connection ends now rather
             // than when the query finishes.
             Outcome::ClientGone { busy: true } => self.abandon(true),
+            _ if idle => {
+                if let Some(server) = self.server.take() {
+                    self.reset_and_give_back(server);
+                }
+            }
             _ => self.close_server().await,
         }
         self.cancel.slot().set(None);
     }
-}
-
-/// Whether an idle server connection has nothing to say: not closed, no
-/// message waiting (an idle server only speaks to say goodbye or to notify).
-fn quiet(server: &ServerConn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(server.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Whether `server` may keep serving a session on `listener`.
