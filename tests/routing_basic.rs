@@ -179,7 +179,9 @@ async fn metrics_move_with_traffic() {
         "pgsplit_statements_total{listener=\"read_write\",target=\"primary\",reason=\"hint\"}";
     assert_eq!(sample(&after, hinted), 5.0);
     assert!(after.contains("pgsplit_classify_duration_seconds_count"));
-    // The read-write session holds a primary and a replica connection.
+    // The read-write session holds its primary connection; the replica
+    // connection its reads borrowed is back in the pool. The read-only
+    // session holds its replica connection.
     assert_eq!(
         sample(
             &after,
@@ -192,7 +194,14 @@ async fn metrics_move_with_traffic() {
             &after,
             "pgsplit_server_connections{backend=\"pg2\",state=\"in_use\"}"
         ),
-        2.0
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_server_connections{backend=\"pg2\",state=\"idle\"}"
+        ),
+        1.0
     );
     // /status counts the same connections, per listener and per backend.
     let (status, body) = env.http_get("/status").await;
@@ -203,7 +212,7 @@ async fn metrics_move_with_traffic() {
         assert_eq!(l["client_connections"], 1, "{body}");
     }
     assert_eq!(listeners.len(), 2, "{body}");
-    for (backend, in_use) in [("pg1", 1), ("pg2", 2)] {
+    for (backend, in_use) in [("pg1", 1), ("pg2", 1)] {
         let server = json["servers"]
             .as_array()
             .unwrap()

@@ -48,7 +48,16 @@ const CONF: [&str; 5] = [
 /// A cluster with pg_stat_statements (extension created in db app, readable
 /// by app) and statement logging, and pgsplit in front of it.
 async fn start(replicas: usize) -> Env {
-    let env = Env::start(Setup::default().replicas(replicas).extra_conf(CONF)).await;
+    // Reads after a session's own write wait for a replica to replay it
+    // (read-your-writes) rather than fall back to the primary, so where a
+    // read runs does not depend on replication timing.
+    let env = Env::start(
+        Setup::default()
+            .replicas(replicas)
+            .extra_conf(CONF)
+            .tweak(|c| c.consistency.max_wait_ms = 5000),
+    )
+    .await;
     env.cluster
         .psql_db(
             0,

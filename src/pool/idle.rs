@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::ServerConn;
 
@@ -38,6 +38,23 @@ struct Backend {
     max: usize,
     idle: HashMap<Arc<str>, Vec<Idle>>,
     idle_gauge: Gauge,
+    /// Woken when a connection comes back, for sessions waiting for one.
+    returned: Arc<Notify>,
+}
+
+/// What a session that needs a connection got.
+pub enum Acquired {
+    /// Room to open a new one.
+    Slot(OwnedSemaphorePermit),
+    /// An idle one of its login (given back while it waited).
+    Idle(ServerConn),
+}
+
+/// What a session that must wait waits on.
+struct WaitOn {
+    slots: Arc<Semaphore>,
+    returned: Arc<Notify>,
+    max: usize,
 }
 
 /// See the module doc.
@@ -75,53 +92,102 @@ impl Pool {
         None
     }
 
-    /// A slot for one more connection to `backend`, waiting up to `wait`
-    /// for one to come free. `max` applies when the backend is first seen.
-    pub async fn slot(
+    /// Room for one more connection to `backend`, or an idle one of `login`
+    /// given back meanwhile, waiting up to `wait`. When the backend is full,
+    /// idle connections of other logins are closed to make room. `max`
+    /// applies when the backend is first seen.
+    pub async fn acquire(
         &self,
         backend: &str,
         address: &str,
+        login: &str,
         max: usize,
         wait: Duration,
         idle_gauge: impl FnOnce() -> Gauge,
-    ) -> Result<OwnedSemaphorePermit, PoolTimeout> {
-        let (slots, max) = {
-            let mut backends = self.lock();
-            let b = backends
-                .entry(backend.to_owned())
-                .or_insert_with(|| Backend {
+    ) -> Result<Acquired, PoolTimeout> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut idle_gauge = Some(idle_gauge);
+        loop {
+            let on = match self.try_acquire(backend, address, login, max, &mut idle_gauge) {
+                Ok(acquired) => return Ok(acquired),
+                Err(on) => on,
+            };
+            let returned = on.returned.notified();
+            tokio::select! {
+                permit = on.slots.acquire_owned() => {
+                    if let Ok(permit) = permit {
+                        return Ok(Acquired::Slot(permit));
+                    }
+                }
+                _ = returned => {}
+                // A connection given back between the attempt above and the
+                // wait would go unnoticed: look again now and then.
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(PoolTimeout {
+                        backend: backend.to_owned(),
+                        max: on.max,
+                        waited_ms: started.elapsed().as_millis(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One attempt without waiting.
+    fn try_acquire<G: FnOnce() -> Gauge>(
+        &self,
+        backend: &str,
+        address: &str,
+        login: &str,
+        max: usize,
+        idle_gauge: &mut Option<G>,
+    ) -> Result<Acquired, WaitOn> {
+        let mut backends = self.lock();
+        if !backends.contains_key(backend) {
+            let gauge = idle_gauge.take().map(|f| f()).unwrap_or_default();
+            backends.insert(
+                backend.to_owned(),
+                Backend {
                     address: address.to_owned(),
                     slots: Arc::new(Semaphore::new(max)),
                     max,
                     idle: HashMap::new(),
-                    idle_gauge: idle_gauge(),
-                });
-            if b.address != address {
-                // The backend moved (a reload): its idle connections go.
-                let dropped: usize = b.idle.values().map(Vec::len).sum();
-                b.idle_gauge.dec_by(dropped as i64);
-                b.idle.clear();
-                b.address = address.to_owned();
-            }
-            if let Ok(permit) = b.slots.clone().try_acquire_owned() {
-                return Ok(permit);
-            }
-            // Full: an idle connection of another login makes room.
-            if let Some(list) = b.idle.values_mut().find(|l| !l.is_empty()) {
-                list.pop();
-                b.idle_gauge.dec();
-            }
-            (b.slots.clone(), b.max)
-        };
-        let started = Instant::now();
-        match tokio::time::timeout(wait, slots.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(PoolTimeout {
-                backend: backend.to_owned(),
-                max,
-                waited_ms: started.elapsed().as_millis(),
-            }),
+                    idle_gauge: gauge,
+                    returned: Arc::default(),
+                },
+            );
         }
+        let b = backends.get_mut(backend).expect("inserted above");
+        if b.address != address {
+            // The backend moved (a reload): its idle connections go.
+            let dropped: usize = b.idle.values().map(Vec::len).sum();
+            b.idle_gauge.dec_by(dropped as i64);
+            b.idle.clear();
+            b.address = address.to_owned();
+        }
+        if let Some(idle) = b.idle.get_mut(login).and_then(Vec::pop) {
+            b.idle_gauge.dec();
+            return Ok(Acquired::Idle(idle.conn));
+        }
+        if let Ok(permit) = b.slots.clone().try_acquire_owned() {
+            return Ok(Acquired::Slot(permit));
+        }
+        // Full: an idle connection of another login makes room (its permit
+        // is freed as it closes).
+        if let Some(list) = b.idle.values_mut().find(|l| !l.is_empty()) {
+            list.pop();
+            b.idle_gauge.dec();
+            if let Ok(permit) = b.slots.clone().try_acquire_owned() {
+                return Ok(Acquired::Slot(permit));
+            }
+        }
+        Err(WaitOn {
+            slots: b.slots.clone(),
+            returned: b.returned.clone(),
+            max: b.max,
+        })
     }
 
     /// Keeps an idle connection (see the module doc for what it must be).
@@ -138,13 +204,6 @@ impl Pool {
             conn,
             since: Instant::now(),
         });
-    }
-
-    /// Idle connections per backend (for `/status`).
-    pub fn idle_counts(&self) -> Vec<(String, usize)> {
-        self.lock()
-            .iter()
-            .map(|(name, b)| (name.clone(), b.idle.values().map(Vec::len).sum()))
-            .collect()
+        b.returned.notify_waiters();
     }
 }

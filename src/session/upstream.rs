@@ -192,17 +192,22 @@ impl Upstream<'_> {
         connect_timeout: Duration,
     ) -> Result<ServerConn, SessionError> {
         let metrics = &self.shared.metrics;
-        let permit = self
+        let acquired = self
             .shared
             .pool
-            .slot(
+            .acquire(
                 &target.name,
                 &target.address,
+                self.login_key(target.read_only),
                 config.limits.max_server_connections,
                 Duration::from_millis(config.limits.server_wait_timeout_ms),
                 || metrics.server_idle_gauge(&target.name),
             )
             .await?;
+        let permit = match acquired {
+            pool::idle::Acquired::Slot(permit) => permit,
+            pool::idle::Acquired::Idle(server) => return Ok(server),
+        };
         let params: Vec<(&str, &str)> = self
             .server_params
             .iter()
