@@ -47,7 +47,7 @@ pub enum Acquired {
     /// Room to open a new one.
     Slot(OwnedSemaphorePermit),
     /// An idle one of its login (given back while it waited).
-    Idle(ServerConn),
+    Idle(Box<ServerConn>),
 }
 
 /// What a session that must wait waits on.
@@ -169,7 +169,7 @@ impl Pool {
         }
         if let Some(idle) = b.idle.get_mut(login).and_then(Vec::pop) {
             b.idle_gauge.dec();
-            return Ok(Acquired::Idle(idle.conn));
+            return Ok(Acquired::Idle(Box::new(idle.conn)));
         }
         if let Ok(permit) = b.slots.clone().try_acquire_owned() {
             return Ok(Acquired::Slot(permit));

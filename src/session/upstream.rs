@@ -206,7 +206,7 @@ impl Upstream<'_> {
             .await?;
         let permit = match acquired {
             pool::idle::Acquired::Slot(permit) => permit,
-            pool::idle::Acquired::Idle(server) => return Ok(server),
+            pool::idle::Acquired::Idle(server) => return Ok(*server),
         };
         let params: Vec<(&str, &str)> = self
             .server_params
