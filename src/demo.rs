@@ -145,19 +145,41 @@ async fn show_routing(proxy: &Proxy, cluster: &Cluster) -> anyhow::Result<()> {
     );
     println!("Weights: pg2 = 1, pg3 = 2.\n");
 
+    // The read-write port, statement by statement: writes to the primary,
+    // reads to a replica, and a read right after the session's own write
+    // only where that write is already visible.
     let client = connect(rw).await?;
-    let row = client
-        .query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[])
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS demo(id int PRIMARY KEY, note text)")
         .await?;
-    let (port, recovery): (i32, bool) = (row.get(0), row.get(1));
+    let row = client
+        .query_one(
+            "INSERT INTO demo VALUES (1, 'written through pgsplit') ON CONFLICT (id) DO UPDATE SET note = excluded.note RETURNING inet_server_port()",
+            &[],
+        )
+        .await?;
     println!(
-        "read-write  SELECT inet_server_port()  -> {} (in recovery: {recovery})",
+        "read-write  INSERT ... RETURNING inet_server_port()  -> {} (a write: the primary)",
+        name_of(row.get(0))
+    );
+    let row = client
+        .query_one(
+            "SELECT inet_server_port(), pg_is_in_recovery(), note FROM demo WHERE id = 1",
+            &[],
+        )
+        .await?;
+    let (port, recovery, note): (i32, bool, String) = (row.get(0), row.get(1), row.get(2));
+    println!(
+        "read-write  SELECT ... FROM demo                     -> {} (in recovery: {recovery}), reads {note:?}",
         name_of(port)
     );
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS demo(id int PRIMARY KEY, note text); INSERT INTO demo VALUES (1, 'written through pgsplit') ON CONFLICT DO NOTHING")
+    let row = client
+        .query_one("SELECT inet_server_port() FROM demo FOR UPDATE", &[])
         .await?;
-    println!("read-write  CREATE TABLE demo; INSERT   -> ok (on the primary)");
+    println!(
+        "read-write  SELECT ... FOR UPDATE                    -> {} (locks rows: the primary)",
+        name_of(row.get(0))
+    );
     for i in 1..cluster.nodes().len() {
         cluster.wait_caught_up(0, i, Duration::from_secs(10))?;
     }

@@ -109,7 +109,7 @@ async function checkConnectAndSimpleQuery() {
     const r = await c.query("SELECT 1 AS one, 'two' AS two")
     expect(same(r.rows, [{ one: 1, two: 'two' }]), `SELECT returned ${JSON.stringify(r.rows)}`)
     // No values: pg sends a simple Query, which may hold several statements.
-  // All reads: a replica serves them, even on the read-write port.
+    // All reads: a replica serves them, even on the read-write port.
     const multi = await c.query('SELECT 1 AS a; SELECT 2 AS b, 3 AS c; SELECT pg_is_in_recovery() AS rec')
     expect(Array.isArray(multi) && multi.length === 3, 'multi-statement Query did not return 3 results')
     expect(
@@ -168,6 +168,11 @@ async function checkNamedQueries() {
       })
       expect(same(r.rows, [{ id: i, name: `name ${i}` }]), `named query run ${i}: ${JSON.stringify(r.rows)}`)
     }
+    // Through the read-write port the read ran on a replica and the UPDATEs
+    // below run on the primary: each is prepared where it ran, and
+    // pg_prepared_statements is per server. Ask the replica now (a read,
+    // before this session writes), the primary after the UPDATEs.
+    const onReplica = await c.query('SELECT name FROM pg_prepared_statements')
     for (let i = 1; i <= 3; i++) {
       const r = await c.query({
         name: 'drv_node_bump',
@@ -176,11 +181,6 @@ async function checkNamedQueries() {
       })
       expect(r.rowCount === 1, `named UPDATE run ${i}`)
     }
-    // Through the read-write port the read ran on a replica and the UPDATE
-    // on the primary: each is prepared where it ran. pg_prepared_statements
-    // is per server, so ask both (the plain read goes to this session's
-    // replica, the hinted one to the primary).
-    const onReplica = await c.query('SELECT name FROM pg_prepared_statements')
     const onPrimary = await c.query('/* pgsplit:primary */ SELECT name FROM pg_prepared_statements')
     const names = onReplica.rows.concat(onPrimary.rows).map((r) => r.name)
     expect(
