@@ -208,16 +208,7 @@ impl Split {
         let started = Instant::now();
         let verdict = match std::str::from_utf8(sql) {
             Ok(sql) => classifier.classify(sql),
-            Err(_) => Arc::new(Verdict {
-                access: Access::Write,
-                reason: "unparsable",
-                functions: Vec::new(),
-                effects: Vec::new(),
-                hint: None,
-                local_only: false,
-                replica_forbidden: false,
-                statements: 0,
-            }),
+            Err(_) => Arc::new(Verdict::write("unparsable")),
         };
         observe.classified(started);
         verdict

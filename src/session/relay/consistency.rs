@@ -113,13 +113,34 @@ impl Relay<'_> {
         dest: Dest,
         sql: &str,
     ) -> Result<Option<Lsn>, Failure> {
-        self.upstream
-            .ensure_server(dest, d.state)
-            .await
-            .map_err(|error| Failure {
-                error,
-                can_tell: true,
-            })?;
+        let rows = self.query(d, Some(dest), sql).await?;
+        Ok(rows.ok().and_then(|rows| {
+            rows.first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse().ok())
+        }))
+    }
+
+    /// Runs pgsplit's own simple query on the server for `dest` (switching
+    /// to it), or on the attached one (attaching one if need be), with the
+    /// replies kept from the client: its rows as text, or the server's error.
+    pub(super) async fn query(
+        &mut self,
+        d: &mut Duplex,
+        dest: Option<Dest>,
+        sql: &str,
+    ) -> Result<Result<Vec<Vec<Option<String>>>, String>, Failure> {
+        let dest = dest.unwrap_or(self.upstream.dest);
+        if self.upstream.server.is_none() || dest != self.upstream.dest {
+            self.upstream
+                .ensure_server(dest, d.state)
+                .await
+                .map_err(|error| Failure {
+                    error,
+                    can_tell: true,
+                })?;
+        }
         let server = self.upstream.server.as_mut().expect("attached");
         let mut out = BytesMut::new();
         encode::query(&mut out, sql);
@@ -131,12 +152,8 @@ impl Relay<'_> {
         )
         .await;
         match result {
-            Ok(Ok(None)) => Ok(rows
-                .first()
-                .and_then(|r| r.first())
-                .and_then(|v| v.as_deref())
-                .and_then(|v| v.parse().ok())),
-            Ok(Ok(Some(_))) => Ok(None),
+            Ok(Ok(None)) => Ok(Ok(rows)),
+            Ok(Ok(Some(error))) => Ok(Err(error)),
             Ok(Err(_)) | Err(_) => Err(Failure {
                 error: lost(server),
                 can_tell: true,

@@ -100,44 +100,19 @@ impl Relay<'_> {
         let Some(sql) = FunctionCache::lookup_sql(names) else {
             return Ok(());
         };
-        if self.upstream.server.is_none() {
-            let dest = self.upstream.dest;
-            self.upstream
-                .ensure_server(dest, d.state)
-                .await
-                .map_err(|error| Failure {
-                    error,
-                    can_tell: true,
-                })?;
-        }
-        let server = self.upstream.server.as_mut().expect("attached");
-        let mut out = BytesMut::new();
-        crate::protocol::encode::query(&mut out, &sql);
-        let leftover = d.server_buf.split_off(d.to_client);
-        let mut rows = Vec::new();
-        let result = tokio::time::timeout(
-            SYNC_TIMEOUT,
-            crate::pool::exchange(server, &out, 1, leftover, self.max_message, Some(&mut rows)),
-        )
-        .await;
-        match result {
-            Ok(Ok(None)) => {
+        match self.query(d, None, &sql).await? {
+            Ok(rows) => {
                 for row in rows {
                     if let [Some(name), Some(read)] = &row[..] {
                         shared.functions.put(&database, name, read == "t");
                     }
                 }
-                Ok(())
             }
-            Ok(Ok(Some(error))) => {
+            Err(error) => {
                 tracing::warn!(%error, "looking up functions in pg_proc failed; treating them as writes");
-                Ok(())
             }
-            Ok(Err(_)) | Err(_) => Err(Failure {
-                error: lost(server),
-                can_tell: true,
-            }),
         }
+        Ok(())
     }
 
     /// Records the effects of the next `forward` bytes (read-write port).
