@@ -14,8 +14,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PGSPLIT_PG_B
 fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 \
-    && ! ldconfig -p 2>/dev/null | grep -q libclang \
+# libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which
+# some images carry without it.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 \
+    && ! ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so' \
     && [ -z "${LIBCLANG_PATH:-}" ]; then
     missing+=(libclang-dev)
 fi
