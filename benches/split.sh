@@ -5,8 +5,8 @@
 # straight to the primary and through PgBouncer, all in one run.
 #
 # Usage (from anywhere; paths are relative to the repository root):
-#   benches/split.sh                    # default run, about 5 minutes (+ build)
-#   QUICK=1 benches/split.sh            # sanity run, about 1.5 minutes (+ build)
+#   benches/split.sh                    # default run, about 4 minutes (+ build)
+#   QUICK=1 benches/split.sh            # sanity run, about 40 seconds (+ build)
 #
 # What it does:
 #   1. builds pgsplit (cargo build --release) and copies the binary into a
