@@ -59,6 +59,20 @@ struct ServerLabels {
 #[derive(Debug)]
 pub struct InUse(Gauge);
 
+impl InUse {
+    /// Counts one more in `gauge` until the guard drops.
+    pub fn of(gauge: &Gauge) -> InUse {
+        gauge.inc();
+        InUse(gauge.clone())
+    }
+
+    /// The gauge it counts in (to count the same connection again later
+    /// without looking the label up).
+    pub fn gauge(&self) -> &Gauge {
+        &self.0
+    }
+}
+
 impl Drop for InUse {
     fn drop(&mut self) {
         self.0.dec();
@@ -362,8 +376,7 @@ impl Metrics {
                 state: "in_use",
             })
             .clone();
-        gauge.inc();
-        InUse(gauge)
+        InUse::of(&gauge)
     }
 
     /// The `idle` gauge of `backend`'s server connections (the pool keeps it).

@@ -39,6 +39,8 @@ pub struct ServerConn {
     pub read_only: bool,
     /// Counts this connection in `pgsplit_server_connections` while it lives.
     pub in_use: Option<crate::metrics::InUse>,
+    /// Its backend's `in_use` gauge, once known.
+    pub in_use_gauge: Option<prometheus_client::metrics::gauge::Gauge>,
     /// How much of its session's state this connection holds.
     pub synced: Synced,
     /// Its place under `limits.max_server_connections` (freed on drop).
@@ -187,6 +189,7 @@ pub async fn connect(
             parameters: login.parameters,
             read_only: target.read_only,
             in_use: None,
+            in_use_gauge: None,
             synced: Synced::default(),
             permit: None,
         })

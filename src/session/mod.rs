@@ -140,6 +140,7 @@ async fn run(
             floor: min_lsn,
             ..Ryw::default()
         },
+        memo: Default::default(),
     };
     match relay.run(&mut who.traffic).await {
         Ok(Outcome::Shutdown) => Err(Failure {

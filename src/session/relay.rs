@@ -158,6 +158,8 @@ pub struct Relay<'a> {
     pub split: Option<Split>,
     /// What the session's reads must see.
     pub ryw: Ryw,
+    /// The session's last classified text (see `split::Memo`).
+    pub memo: std::sync::Mutex<super::split::Memo>,
 }
 
 impl Relay<'_> {

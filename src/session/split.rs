@@ -197,6 +197,53 @@ impl<'a> BatchNames<'a> {
     }
 }
 
+/// The last message text a session classified and its verdict: one message
+/// is looked at several times (plan, sync, record), and a simple-protocol
+/// text with its literals inline would miss the shared cache each time.
+#[derive(Debug, Default)]
+pub struct Memo {
+    sql: Vec<u8>,
+    verdict: Option<Arc<Verdict>>,
+    /// Which classifier made it (a reload makes a new one).
+    classifier: usize,
+}
+
+/// Classification for one session: its memo first, then the shared
+/// classifier (and its cache).
+pub struct Verdicts<'a> {
+    classifier: &'a Classifier,
+    memo: &'a std::sync::Mutex<Memo>,
+}
+
+impl<'a> Verdicts<'a> {
+    pub fn new(classifier: &'a Classifier, memo: &'a std::sync::Mutex<Memo>) -> Self {
+        Verdicts { classifier, memo }
+    }
+
+    /// The verdict on `sql` (non-UTF-8 text is a write), timed when it was
+    /// not the memo's.
+    pub fn get(&self, sql: &[u8], observe: &dyn Observe) -> Arc<Verdict> {
+        let id = self.classifier as *const Classifier as usize;
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.classifier == id && memo.sql == sql {
+            if let Some(verdict) = &memo.verdict {
+                return Arc::clone(verdict);
+            }
+        }
+        let started = Instant::now();
+        let verdict = match std::str::from_utf8(sql) {
+            Ok(text) => self.classifier.classify(text),
+            Err(_) => Arc::new(Verdict::write("unparsable")),
+        };
+        observe.classified(started);
+        memo.sql.clear();
+        memo.sql.extend_from_slice(sql);
+        memo.verdict = Some(Arc::clone(&verdict));
+        memo.classifier = id;
+        verdict
+    }
+}
+
 /// Timing and counting hooks for classification (metrics live elsewhere).
 pub trait Observe {
     fn classified(&self, started: Instant);
@@ -204,14 +251,8 @@ pub trait Observe {
 
 impl Split {
     /// Classifies `sql` (cached by text), timing it.
-    fn verdict(classifier: &Classifier, sql: &[u8], observe: &dyn Observe) -> Arc<Verdict> {
-        let started = Instant::now();
-        let verdict = match std::str::from_utf8(sql) {
-            Ok(sql) => classifier.classify(sql),
-            Err(_) => Arc::new(Verdict::write("unparsable")),
-        };
-        observe.classified(started);
-        verdict
+    fn verdict(classifier: &Verdicts, sql: &[u8], observe: &dyn Observe) -> Arc<Verdict> {
+        classifier.get(sql, observe)
     }
 
     /// Whether a classified message may run on a replica: a proven read, no
@@ -274,7 +315,7 @@ impl Split {
         &self,
         buf: &[u8],
         max: usize,
-        classifier: &Classifier,
+        classifier: &Verdicts,
         replica_available: bool,
         functions: &Functions,
         observe: &dyn Observe,
@@ -386,7 +427,7 @@ impl Split {
         buf: &[u8],
         max: usize,
         full: bool,
-        classifier: &Classifier,
+        classifier: &Verdicts,
         observe: &dyn Observe,
         out: &mut BytesMut,
     ) -> Result<u32, ProtocolError> {
@@ -536,7 +577,7 @@ impl Split {
         synced: &Synced,
         buf: &[u8],
         max: usize,
-        classifier: &Classifier,
+        classifier: &Verdicts,
         observe: &dyn Observe,
     ) -> bool {
         if synced.epoch != self.epoch || synced.set_version != self.set_version {
@@ -610,7 +651,7 @@ impl Split {
         max: usize,
         dest: Dest,
         server: &mut ServerConn,
-        classifier: &Classifier,
+        classifier: &Verdicts,
         functions: &Functions,
         observe: &dyn Observe,
         in_tx: bool,

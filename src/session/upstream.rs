@@ -152,7 +152,12 @@ impl Upstream<'_> {
             };
             match connected {
                 Ok(mut server) => {
-                    server.in_use = Some(self.shared.metrics.server_in_use(&server.name));
+                    let in_use = match &server.in_use_gauge {
+                        Some(gauge) => crate::metrics::InUse::of(gauge),
+                        None => self.shared.metrics.server_in_use(&server.name),
+                    };
+                    server.in_use_gauge = Some(in_use.gauge().clone());
+                    server.in_use = Some(in_use);
                     self.cancel.slot().set(Some(server.cancel_target()));
                     self.server = Some(server);
                     return Ok(());

@@ -15,7 +15,7 @@ use crate::protocol::frame::split_frame;
 use crate::protocol::tag;
 use crate::route::Dest;
 use crate::session::error::SessionError;
-use crate::session::split::Functions;
+use crate::session::split::{Functions, Verdicts};
 use crate::session::state::SessionState;
 
 /// What to do with a batch on the read-write port.
@@ -238,12 +238,12 @@ impl Relay<'_> {
         if frame.tag != tag::QUERY || len != buf.len() {
             return Ok(false);
         }
-        let Some(sql) =
-            crate::protocol::cstr(frame.body).and_then(|(sql, _)| std::str::from_utf8(sql).ok())
-        else {
+        let Some((sql, _)) = crate::protocol::cstr(frame.body) else {
             return Ok(false);
         };
-        let verdict = self.upstream.shared.classifier.load().classify(sql);
+        let shared = self.upstream.shared;
+        let classifier = shared.classifier.load();
+        let verdict = Verdicts::new(&classifier, &self.memo).get(sql, &shared.metrics);
         let plain = verdict.statements == 1
             && matches!(
                 &verdict.effects[..],
@@ -292,10 +292,9 @@ impl Relay<'_> {
                 _ => break,
             };
             let sql = crate::protocol::cstr(sql).map_or(&b""[..], |(s, _)| s);
-            let Ok(sql) = std::str::from_utf8(sql) else {
-                break;
-            };
-            if !shared.classifier.load().classify(sql).replica_forbidden {
+            let classifier = shared.classifier.load();
+            let verdict = Verdicts::new(&classifier, &self.memo).get(sql, &shared.metrics);
+            if !verdict.replica_forbidden {
                 break;
             }
             tracing::info!(
@@ -413,6 +412,7 @@ impl Relay<'_> {
         let buf = &d.client_buf[d.to_server..];
         let max = self.max_message;
         let classifier = shared.classifier.load();
+        let classifier = Verdicts::new(&classifier, &self.memo);
         let metrics = &shared.metrics;
         let functions = Functions::new(&shared.functions, self.upstream.database());
         match phase {
@@ -426,17 +426,15 @@ impl Relay<'_> {
                 // primary.
                 let read_only = split_frame(buf, max).ok().flatten().is_some_and(|f| {
                     f.tag == tag::QUERY
-                        && crate::protocol::cstr(f.body)
-                            .and_then(|(sql, _)| std::str::from_utf8(sql).ok())
-                            .is_some_and(|sql| {
-                                matches!(
-                                    classifier.classify(sql).effects.first(),
-                                    Some(Effect::SetTransaction {
-                                        read_only: Some(true),
-                                        serializable: false
-                                    })
-                                )
-                            })
+                        && crate::protocol::cstr(f.body).is_some_and(|(sql, _)| {
+                            matches!(
+                                classifier.get(sql, metrics).effects.first(),
+                                Some(Effect::SetTransaction {
+                                    read_only: Some(true),
+                                    serializable: false
+                                })
+                            )
+                        })
                 });
                 let replicas = !shared.topology.snapshot().read_schedule.is_empty();
                 let dest = if read_only && replicas && split.pinned.is_none() {

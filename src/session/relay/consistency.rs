@@ -12,6 +12,7 @@ use crate::protocol::frame::split_frame;
 use crate::protocol::tag;
 use crate::route::Dest;
 use crate::session::ryw::Need;
+use crate::session::split::Verdicts;
 use crate::session::upstream::lost;
 use crate::topology::lsn::Lsn;
 
@@ -227,12 +228,12 @@ impl Relay<'_> {
             if frame.tag != tag::QUERY || !memchr_min_lsn(frame.body) {
                 continue;
             }
-            let Some(sql) = crate::protocol::cstr(frame.body)
-                .and_then(|(sql, _)| std::str::from_utf8(sql).ok())
-            else {
+            let Some((sql, _)) = crate::protocol::cstr(frame.body) else {
                 continue;
             };
-            for effect in &classifier.classify(sql).effects {
+            let verdict =
+                Verdicts::new(&classifier, &self.memo).get(sql, &self.upstream.shared.metrics);
+            for effect in &verdict.effects {
                 match effect {
                     Effect::MinLsn(Some(lsn)) => {
                         if let Ok(lsn) = lsn.parse() {

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use super::client::SYNC_TIMEOUT;
 use super::{Duplex, Failure, Relay};
 use crate::route::Dest;
-use crate::session::split::{FunctionCache, Functions};
+use crate::session::split::{FunctionCache, Functions, Verdicts};
 use crate::session::upstream::lost;
 
 impl Relay<'_> {
@@ -23,6 +23,7 @@ impl Relay<'_> {
         let max = self.max_message;
         let shared = self.upstream.shared;
         let classifier = shared.classifier.load();
+        let classifier = Verdicts::new(&classifier, &self.memo);
         let mut fallback = None;
         loop {
             let split = self.split.as_ref().expect("read-write port");
@@ -124,6 +125,7 @@ impl Relay<'_> {
     ) -> Result<(), Failure> {
         let shared = self.upstream.shared;
         let classifier = shared.classifier.load();
+        let classifier = Verdicts::new(&classifier, &self.memo);
         let split = self.split.as_mut().expect("read-write port");
         let server = self.upstream.server.as_mut().expect("attached");
         let batch = &d.client_buf[d.to_server..d.to_server + forward];
