@@ -300,6 +300,9 @@ impl Proxy {
             pool: Default::default(),
             config: ArcSwap::from_pointee(config),
         });
+        // Sessions on worker threads keep pooled connections on their own
+        // thread (each socket belongs to the runtime that registered it).
+        shared.pool.set_per_thread(workers.is_some());
         let tracker = TaskTracker::new();
         let config = shared.config.load_full();
         let probe_stop = shared

@@ -36,7 +36,7 @@ struct Backend {
     address: String,
     slots: Arc<Semaphore>,
     max: usize,
-    idle: HashMap<Arc<str>, Vec<Idle>>,
+    idle: HashMap<IdleKey, Vec<Idle>>,
     idle_gauge: Gauge,
     /// Woken when a connection comes back, for sessions waiting for one.
     returned: Arc<Notify>,
@@ -57,15 +57,35 @@ struct WaitOn {
     max: usize,
 }
 
+/// Idle connections are kept per login and, when sessions run on worker
+/// threads (one runtime each), per thread: a socket serves best, and wakes
+/// only, the runtime that registered it.
+type IdleKey = (Option<std::thread::ThreadId>, Arc<str>);
+
 /// See the module doc.
 #[derive(Default)]
 pub struct Pool {
     backends: Mutex<HashMap<String, Backend>>,
+    per_thread: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Backend>> {
         self.backends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep idle connections per thread (sessions run on worker threads).
+    pub fn set_per_thread(&self, on: bool) {
+        self.per_thread
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn key(&self, login: &Arc<str>) -> IdleKey {
+        let thread = self
+            .per_thread
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| std::thread::current().id());
+        (thread, Arc::clone(login))
     }
 
     /// An idle connection to `backend` (at `address`) for `login`, if one is
@@ -74,15 +94,16 @@ impl Pool {
         &self,
         backend: &str,
         address: &str,
-        login: &str,
+        login: &Arc<str>,
         idle_timeout: Duration,
     ) -> Option<ServerConn> {
+        let key = self.key(login);
         let mut backends = self.lock();
         let b = backends.get_mut(backend)?;
         if b.address != address {
             return None;
         }
-        let list = b.idle.get_mut(login)?;
+        let list = b.idle.get_mut(&key)?;
         while let Some(idle) = list.pop() {
             b.idle_gauge.dec();
             if idle.since.elapsed() < idle_timeout && super::quiet(&idle.conn) {
@@ -100,7 +121,7 @@ impl Pool {
         &self,
         backend: &str,
         address: &str,
-        login: &str,
+        login: &Arc<str>,
         max: usize,
         wait: Duration,
         idle_gauge: impl FnOnce() -> Gauge,
@@ -140,10 +161,11 @@ impl Pool {
         &self,
         backend: &str,
         address: &str,
-        login: &str,
+        login: &Arc<str>,
         max: usize,
         idle_gauge: &mut Option<G>,
     ) -> Result<Acquired, WaitOn> {
+        let key = self.key(login);
         let mut backends = self.lock();
         if !backends.contains_key(backend) {
             let gauge = idle_gauge.take().map(|f| f()).unwrap_or_default();
@@ -167,7 +189,7 @@ impl Pool {
             b.idle.clear();
             b.address = address.to_owned();
         }
-        if let Some(idle) = b.idle.get_mut(login).and_then(Vec::pop) {
+        if let Some(idle) = b.idle.get_mut(&key).and_then(Vec::pop) {
             b.idle_gauge.dec();
             return Ok(Acquired::Idle(Box::new(idle.conn)));
         }
@@ -192,6 +214,7 @@ impl Pool {
 
     /// Keeps an idle connection (see the module doc for what it must be).
     pub fn put(&self, login: Arc<str>, conn: ServerConn) {
+        let key = self.key(&login);
         let mut backends = self.lock();
         let Some(b) = backends.get_mut(&conn.name) else {
             return;
@@ -200,7 +223,7 @@ impl Pool {
             return;
         }
         b.idle_gauge.inc();
-        b.idle.entry(login).or_default().push(Idle {
+        b.idle.entry(key).or_default().push(Idle {
             conn,
             since: Instant::now(),
         });

@@ -181,7 +181,7 @@ impl Upstream<'_> {
     }
 
     /// The pool key of this session's logins (read-only ones apart).
-    fn login_key(&self, read_only: bool) -> &str {
+    fn login_key(&self, read_only: bool) -> &Arc<str> {
         if read_only {
             &self.login_read_only
         } else {
