@@ -363,13 +363,15 @@ impl Relay<'_> {
                             }
                         }
                     }
-                    if self.ryw.report
-                        && self.ryw.dirty
+                    if self.ryw.dirty
                         && phase.is_idle()
                         && self.upstream.dest == Dest::Primary
                         && self.split.is_some()
+                        && (self.ryw.report
+                            || self.upstream.shared.config.load().consistency.mode
+                                == crate::config::ConsistencyMode::Lsn)
                     {
-                        self.report_commit(d).await?;
+                        self.learn_commit(d).await?;
                     }
                     self.try_send_to_client(&mut *d)?;
                     if self.can_give_back(d, phase) {

@@ -2,14 +2,16 @@
 //! `lsn`) or a time window after its last write (mode `window`).
 //!
 //! Lsn mode. A batch that may have written on the primary makes the session
-//! *dirty*. Before its next read goes to a replica, pgsplit asks the primary
-//! for `pg_current_wal_insert_lsn()` (which covers every commit so far,
-//! `synchronous_commit = off` included): that is the session's new floor.
+//! *dirty*. As soon as the primary is idle again (the write committed),
+//! pgsplit asks that same connection for `pg_current_wal_insert_lsn()`
+//! (which covers the commit, `synchronous_commit = off` included): that is
+//! the session's new floor. If that could not happen (the connection went
+//! away), the next read asks the primary first.
 //! The read goes to the session's replica if its replay position is at or
 //! past the floor (known from the probes, from the last check, or asked
 //! right then), else to the primary, or it waits up to `max_wait_ms`.
-//! Sessions that asked for `pgsplit.report_lsn` learn their floor at once
-//! after each write and are told it as ParameterStatus `pgsplit.commit_lsn`.
+//! Sessions that asked for `pgsplit.report_lsn` are told the floor as
+//! ParameterStatus `pgsplit.commit_lsn`.
 //! `SET pgsplit.min_lsn` (or the startup parameter) raises the floor to
 //! another session's commit: the causal token.
 //!

@@ -51,16 +51,53 @@ impl Relay<'_> {
             }
             Need::Replay(floor) => floor,
         };
-        // The session's replica: does it have the floor already?
-        if let Err(error) = self.upstream.ensure_server(Dest::Replica, d.state).await {
-            tracing::debug!(%error, "no replica for a read with a floor; using the primary");
-            shared.metrics.read_your_writes("primary");
-            return Ok(Dest::Primary);
+        // A replica that has the floor already: the session's own, or, when
+        // that one is behind and holds nothing of the session, the next ones
+        // in the schedule.
+        let replicas = shared.topology.snapshot().read_schedule.len().max(1);
+        for attempt in 1..=replicas {
+            if let Err(error) = self.upstream.ensure_server(Dest::Replica, d.state).await {
+                tracing::debug!(%error, "no replica for a read with a floor; using the primary");
+                shared.metrics.read_your_writes("primary");
+                return Ok(Dest::Primary);
+            }
+            match self.replica_has(d, floor).await? {
+                Some(true) => {
+                    shared.metrics.read_your_writes("replica");
+                    return Ok(Dest::Replica);
+                }
+                _ if attempt < replicas && self.can_give_back_for_another() => {
+                    self.upstream.give_back();
+                }
+                _ => break,
+            }
         }
+        // With max_wait_ms, keep asking the one it has.
+        let deadline = now + std::time::Duration::from_millis(c.max_wait_ms);
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            if self.replica_has(d, floor).await? == Some(true) {
+                shared.metrics.read_your_writes("waited");
+                shared
+                    .metrics
+                    .ryw_wait_seconds
+                    .observe(now.elapsed().as_secs_f64());
+                return Ok(Dest::Replica);
+            }
+        }
+        shared.metrics.read_your_writes("primary");
+        Ok(Dest::Primary)
+    }
+
+    /// Whether the attached replica has replayed up to `floor`: from the
+    /// probes or the session's last look when they say so, else asked now.
+    /// None when it could not say.
+    async fn replica_has(&mut self, d: &mut Duplex, floor: Lsn) -> Result<Option<bool>, Failure> {
+        let shared = self.upstream.shared;
         let server = self.upstream.server.as_ref().expect("attached");
         if server.read_only {
             // A read-only session's fallback on the primary sees everything.
-            return Ok(Dest::Replica);
+            return Ok(Some(true));
         }
         let key = server.key;
         let known = shared
@@ -72,38 +109,28 @@ impl Relay<'_> {
             .and_then(|b| b.replay_lsn);
         let seen = self.ryw.seen.filter(|(k, _)| *k == key).map(|(_, l)| l);
         if known.max(seen).is_some_and(|l| l >= floor) {
-            shared.metrics.read_your_writes("replica");
-            return Ok(Dest::Replica);
+            return Ok(Some(true));
         }
-        // Ask it (and, with max_wait_ms, keep asking) where it is.
-        let deadline = now + std::time::Duration::from_millis(c.max_wait_ms);
-        let mut waited = false;
-        loop {
-            if let Some(lsn) = self
-                .ask_lsn(d, Dest::Replica, "SELECT pg_last_wal_replay_lsn()")
-                .await?
-            {
-                self.ryw.seen = Some((key, lsn));
-                if lsn >= floor {
-                    if waited {
-                        shared.metrics.read_your_writes("waited");
-                        shared
-                            .metrics
-                            .ryw_wait_seconds
-                            .observe(now.elapsed().as_secs_f64());
-                    } else {
-                        shared.metrics.read_your_writes("replica");
-                    }
-                    return Ok(Dest::Replica);
-                }
-            }
-            if std::time::Instant::now() >= deadline {
-                shared.metrics.read_your_writes("primary");
-                return Ok(Dest::Primary);
-            }
-            waited = true;
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let lsn = self
+            .ask_lsn(d, Dest::Replica, "SELECT pg_last_wal_replay_lsn()")
+            .await?;
+        if let Some(lsn) = lsn {
+            self.ryw.seen = Some((key, lsn));
         }
+        Ok(lsn.map(|l| l >= floor))
+    }
+
+    /// Whether the attached replica connection may go back to the pool so
+    /// that another replica can be tried: it holds nothing of the session.
+    fn can_give_back_for_another(&self) -> bool {
+        self.split
+            .as_ref()
+            .is_some_and(crate::session::split::Split::holds_no_server_state)
+            && self
+                .upstream
+                .server
+                .as_ref()
+                .is_some_and(|s| s.synced.is_empty())
     }
 
     /// Runs a one-value LSN query on the server for `dest` (switching to it);
@@ -162,19 +189,11 @@ impl Relay<'_> {
         }
     }
 
-    /// A write committed and the client wants its LSN: learned from the same
-    /// server connection before anything else runs there, and sent as
+    /// A write committed: its LSN is learned from the same server connection
+    /// before anything else runs there (the floor for the session's next
+    /// reads, as tight as it gets), and, for a client that asked, sent as
     /// ParameterStatus `pgsplit.commit_lsn` just ahead of ReadyForQuery.
-    pub(super) async fn report_commit(&mut self, d: &mut Duplex) -> Result<(), Failure> {
-        // The answer ends with the ReadyForQuery just scanned.
-        let end = d.to_client;
-        let rfq = end
-            .checked_sub(6)
-            .filter(|&at| d.server_buf[at] == tag::READY_FOR_QUERY && d.server_buf[at + 4] == 5);
-        let Some(at) = rfq else {
-            return Ok(());
-        };
-        let status = d.server_buf[at + 5];
+    pub(super) async fn learn_commit(&mut self, d: &mut Duplex) -> Result<(), Failure> {
         let Some(lsn) = self
             .ask_lsn_here(d, "SELECT pg_current_wal_insert_lsn()")
             .await?
@@ -183,6 +202,18 @@ impl Relay<'_> {
         };
         self.ryw.raise(lsn);
         self.ryw.dirty = false;
+        if !self.ryw.report {
+            return Ok(());
+        }
+        // The answer ends with the ReadyForQuery just scanned.
+        let rfq = d
+            .to_client
+            .checked_sub(6)
+            .filter(|&at| d.server_buf[at] == tag::READY_FOR_QUERY && d.server_buf[at + 4] == 5);
+        let Some(at) = rfq else {
+            return Ok(());
+        };
+        let status = d.server_buf[at + 5];
         let tail = d.server_buf.split_off(at);
         let rest = tail[6..].to_vec();
         encode::parameter_status(&mut d.server_buf, "pgsplit.commit_lsn", &lsn.to_string());
