@@ -98,6 +98,8 @@ die() {
     log "error: $*"
     exit 1
 }
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 
 [[ $(id -u) == 0 ]] || die "run as root (servers run as the postgres OS user via runuser)"
 id postgres >/dev/null 2>&1 || die "no 'postgres' OS user (install postgresql)"
@@ -128,28 +130,6 @@ declare -A PGSPLIT_PORT=()  # target -> read-write port
 declare -A PGSPLIT_ADMIN=() # target -> admin port
 PGBOUNCER_PID=""            # the runuser wrapper
 PGBOUNCER_REAL=""           # pgbouncer itself (from its pidfile)
-
-alive() {
-    # A pid counts as alive unless gone or a zombie.
-    local pid=$1 stat
-    [[ -n $pid ]] || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-
-stop_pid() {
-    # stop_pid PID SECONDS: SIGTERM, wait, then SIGKILL.
-    local pid=$1 secs=$2 i
-    alive "$pid" || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < secs * 10; i++)); do
-        alive "$pid" || return 0
-        sleep 0.1
-    done
-    log "pid $pid did not stop after ${secs}s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$? t
@@ -191,47 +171,10 @@ TAKEN_PORTS=" "
 read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range
 PORT_LOW=10000
 PORT_HIGH=$((EPHEMERAL_LOW > PORT_LOW + 1000 ? EPHEMERAL_LOW - 1 : 65000))
-free_port() {
-    # free_port VAR: a TCP port no socket uses, not handed out before.
-    local p
-    for _ in $(seq 1000); do
-        p=$((PORT_LOW + (RANDOM * 32768 + RANDOM) % (PORT_HIGH - PORT_LOW + 1)))
-        [[ $TAKEN_PORTS == *" $p "* ]] && continue
-        if [[ -z $(ss -Htan "sport = :$p") ]]; then
-            TAKEN_PORTS+="$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-cpu_ticks() {
-    # utime + stime (fields 14 and 15 of /proc/PID/stat) of the whole process,
-    # in clock ticks. The comm field may hold spaces, so cut after its ')'.
-    local stat f
-    stat=$(cat "/proc/$1/stat") || return 1
-    stat=${stat##*) }
-    read -r -a f <<<"$stat"
-    echo $((f[11] + f[12]))
-}
 
 psql_pg() {
     # psql_pg PORT SQL: one value, as the postgres superuser (trust on loopback).
     "$PSQL" -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d app -c "$2"
-}
-
-wait_sql() {
-    # wait_sql NAME PORT SECONDS: until `SELECT 1` works as app on db app.
-    local name=$1 port=$2 secs=$3 i
-    for ((i = 0; i < secs * 5; i++)); do
-        if PGPASSWORD=app PGCONNECT_TIMEOUT=2 "$PSQL" -X -q -At -h 127.0.0.1 -p "$port" \
-            -U app -d app -c 'SELECT 1' >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    die "$name on port $port did not accept SQL within ${secs}s"
 }
 
 wait_replicas() {
