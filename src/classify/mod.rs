@@ -15,6 +15,7 @@
 
 mod fast;
 mod functions;
+mod key;
 mod statement;
 mod walk;
 
@@ -210,15 +211,19 @@ impl Classifier {
         }
     }
 
-    /// Classifies `sql`, from the cache when this exact text was seen. A full
-    /// shard is cleared before an insert (crude, bounded, and cheap); texts
-    /// over [`MAX_CACHED_LEN`] bytes are not cached.
+    /// Classifies `sql`, from the cache when this text (or, for a plain
+    /// SELECT/INSERT/UPDATE/DELETE, this text up to its literal values: see
+    /// `key`) was seen. A full shard is cleared before an insert (crude,
+    /// bounded, and cheap); texts over [`MAX_CACHED_LEN`] bytes are not
+    /// cached.
     pub fn classify(&self, sql: &str) -> Arc<Verdict> {
         if self.shard_capacity == 0 || sql.len() > MAX_CACHED_LEN {
             return Arc::new(self.classify_uncached(sql));
         }
-        let shard = &self.shards[(self.hasher.hash_one(sql) as usize) % SHARDS];
-        if let Some(hit) = lock(shard).get(sql) {
+        let normalised = key::literal_free(sql);
+        let key = normalised.as_deref().unwrap_or(sql);
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        if let Some(hit) = lock(shard).get(key) {
             return Arc::clone(hit);
         }
         // Classify outside the lock: parsing is the slow part.
@@ -227,7 +232,7 @@ impl Classifier {
         if map.len() >= self.shard_capacity {
             map.clear();
         }
-        map.insert(sql.into(), Arc::clone(&verdict));
+        map.insert(key.into(), Arc::clone(&verdict));
         verdict
     }
 
