@@ -72,19 +72,6 @@ async fn superuser(env: &Env, i: usize) -> Client {
     client
 }
 
-/// Runs `sql` as app on the primary, directly, and waits until every replica
-/// has replayed it.
-fn fixture(env: &Env, sql: &str) {
-    env.cluster
-        .psql_as(0, "app", "app", Some("app"), sql)
-        .expect("fixture");
-    for i in 1..env.cluster.nodes().len() {
-        env.cluster
-            .wait_caught_up(0, i, Duration::from_secs(30))
-            .expect("replica catches up");
-    }
-}
-
 /// `ryw` with one row (v = 0) for each of `sessions` sessions.
 fn ryw_table(env: &Env, sessions: usize) {
     fixture(

@@ -68,19 +68,6 @@ async fn start(replicas: usize) -> Env {
     env
 }
 
-/// Runs `sql` as app on the primary, directly, and waits until every
-/// replica has replayed it.
-fn fixture(env: &Env, sql: &str) {
-    env.cluster
-        .psql_as(0, "app", "app", Some("app"), sql)
-        .expect("fixture");
-    for i in 1..env.cluster.nodes().len() {
-        env.cluster
-            .wait_caught_up(0, i, Duration::from_secs(30))
-            .expect("replica catches up");
-    }
-}
-
 /// A client connected straight to node `i`, as app.
 async fn direct(env: &Env, i: usize) -> tokio_postgres::Client {
     env.connect(env.cluster.node(i).port).await

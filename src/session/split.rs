@@ -112,6 +112,59 @@ impl<'a> BatchNames<'a> {
     }
 }
 
+/// What a batch's messages say about named prepared statements.
+enum StmtRef<'a> {
+    /// A Parse of a named statement.
+    Parsed(&'a [u8]),
+    /// A Bind or Describe of a named statement the batch did not parse first.
+    Used(&'a [u8]),
+    /// A simple Query's text (it may EXECUTE one).
+    Query(&'a [u8]),
+}
+
+/// Walks the whole messages at the front of `buf` (up to a Terminate),
+/// handing `f` each [`StmtRef`] until it returns false. Ok(false) when `f`
+/// stopped the walk.
+fn statement_refs<'a>(
+    buf: &'a [u8],
+    max: usize,
+    mut f: impl FnMut(StmtRef<'a>) -> bool,
+) -> Result<bool, ProtocolError> {
+    let mut names = BatchNames::default();
+    let mut pos = 0;
+    while let Some(frame) = split_frame(&buf[pos..], max)? {
+        pos += frame.wire_len();
+        let r = match frame.tag {
+            tag::PARSE => match cstr(frame.body) {
+                Some((name, _)) if !name.is_empty() => {
+                    names.push(name, true);
+                    StmtRef::Parsed(name)
+                }
+                _ => continue,
+            },
+            tag::BIND => match cstr(frame.body).and_then(|(_, rest)| cstr(rest)) {
+                Some((name, _)) if !name.is_empty() && names.get(name).is_none() => {
+                    StmtRef::Used(name)
+                }
+                _ => continue,
+            },
+            tag::DESCRIBE if frame.body.first() == Some(&b'S') => match cstr(&frame.body[1..]) {
+                Some((name, _)) if !name.is_empty() && names.get(name).is_none() => {
+                    StmtRef::Used(name)
+                }
+                _ => continue,
+            },
+            tag::QUERY => StmtRef::Query(cstr(frame.body).map_or(&b""[..], |(s, _)| s)),
+            tag::TERMINATE => break,
+            _ => continue,
+        };
+        if !f(r) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 impl Split {
     /// Classifies `sql` (cached by text), timing it.
     fn verdict(classifier: &Verdicts, sql: &[u8], observe: &dyn Observe) -> Arc<Verdict> {
@@ -319,17 +372,9 @@ impl Split {
                 synced.prepared.remove(&name);
             }
         }
-        let mut names = BatchNames::default();
-        let mut pos = 0;
-        while let Some(frame) = split_frame(&buf[pos..], max)? {
-            pos += frame.wire_len();
-            match frame.tag {
-                tag::PARSE => {
-                    let name = cstr(frame.body).map_or(&b""[..], |(n, _)| n);
-                    if name.is_empty() {
-                        continue;
-                    }
-                    names.push(name, true);
+        statement_refs(buf, max, |r| {
+            match r {
+                StmtRef::Parsed(name) => {
                     // A stale statement of that name would make the client's
                     // Parse fail; one the session still has must, as it would
                     // on a single server.
@@ -343,21 +388,8 @@ impl Split {
                         }
                     }
                 }
-                tag::BIND => {
-                    let rest = cstr(frame.body).map_or(&b""[..], |(_, r)| r);
-                    let name = cstr(rest).map_or(&b""[..], |(n, _)| n);
-                    if !name.is_empty() && names.get(name).is_none() {
-                        self.replay(name, synced, &mut ext, &mut sql);
-                    }
-                }
-                tag::DESCRIBE if frame.body.first() == Some(&b'S') => {
-                    let name = cstr(&frame.body[1..]).map_or(&b""[..], |(n, _)| n);
-                    if !name.is_empty() && names.get(name).is_none() {
-                        self.replay(name, synced, &mut ext, &mut sql);
-                    }
-                }
-                tag::QUERY => {
-                    let text = cstr(frame.body).map_or(&b""[..], |(s, _)| s);
+                StmtRef::Used(name) => self.replay(name, synced, &mut ext, &mut sql),
+                StmtRef::Query(text) => {
                     let verdict = Self::verdict(classifier, text, observe);
                     for effect in &verdict.effects {
                         if let Effect::Execute { name } = effect {
@@ -365,10 +397,9 @@ impl Split {
                         }
                     }
                 }
-                tag::TERMINATE => break,
-                _ => {}
             }
-        }
+            true
+        })?;
         if !ext.is_empty() {
             out.put_slice(&ext);
             encode::sync(out);
@@ -453,55 +484,20 @@ impl Split {
             },
             Err(_) => true,
         };
-        let mut names = BatchNames::default();
-        let mut pos = 0;
-        while let Ok(Some(frame)) = split_frame(&buf[pos..], max) {
-            pos += frame.wire_len();
-            match frame.tag {
-                tag::PARSE => {
-                    let name = cstr(frame.body).map_or(&b""[..], |(n, _)| n);
-                    if name.is_empty() {
-                        continue;
-                    }
-                    names.push(name, true);
-                    let stale = std::str::from_utf8(name).is_ok_and(|text| {
-                        synced
-                            .prepared
-                            .get(text)
-                            .is_some_and(|v| self.prepared.get(text).map(|p| p.version) != Some(*v))
-                    });
-                    if stale {
-                        return false;
-                    }
-                }
-                tag::BIND => {
-                    let rest = cstr(frame.body).map_or(&b""[..], |(_, r)| r);
-                    let name = cstr(rest).map_or(&b""[..], |(n, _)| n);
-                    if !name.is_empty() && names.get(name).is_none() && !holds(name) {
-                        return false;
-                    }
-                }
-                tag::DESCRIBE if frame.body.first() == Some(&b'S') => {
-                    let name = cstr(&frame.body[1..]).map_or(&b""[..], |(n, _)| n);
-                    if !name.is_empty() && names.get(name).is_none() && !holds(name) {
-                        return false;
-                    }
-                }
-                tag::QUERY => {
-                    let text = cstr(frame.body).map_or(&b""[..], |(s, _)| s);
-                    let verdict = Self::verdict(classifier, text, observe);
-                    let missing = verdict
-                        .effects
-                        .iter()
-                        .any(|e| matches!(e, Effect::Execute { name } if !holds(name.as_bytes())));
-                    if missing {
-                        return false;
-                    }
-                }
-                _ => {}
-            }
-        }
-        true
+        let walked = statement_refs(buf, max, |r| match r {
+            StmtRef::Parsed(name) => !std::str::from_utf8(name).is_ok_and(|text| {
+                synced
+                    .prepared
+                    .get(text)
+                    .is_some_and(|v| self.prepared.get(text).map(|p| p.version) != Some(*v))
+            }),
+            StmtRef::Used(name) => holds(name),
+            StmtRef::Query(text) => !Self::verdict(classifier, text, observe)
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::Execute { name } if !holds(name.as_bytes()))),
+        });
+        walked == Ok(true)
     }
 
     /// Records the effects of the batch at the front of `buf`, which is about

@@ -470,3 +470,16 @@ pub async fn served_by(c: &tokio_postgres::Client) -> u16 {
         .get(0);
     port as u16
 }
+
+/// Runs `sql` as app on the primary, directly, and waits until every
+/// replica has replayed it.
+pub fn fixture(env: &Env, sql: &str) {
+    env.cluster
+        .psql_as(0, "app", "app", Some("app"), sql)
+        .expect("fixture");
+    for i in 1..env.cluster.nodes().len() {
+        env.cluster
+            .wait_caught_up(0, i, Duration::from_secs(30))
+            .expect("replica catches up");
+    }
+}
