@@ -153,15 +153,20 @@ const RESERVED_OK: &[Token] = &[
     Token::Localtimestamp,
 ];
 
-/// Non-keyword tokens a plain SELECT may use (`;` is handled apart).
-const OTHER_OK: &[Token] = &[
-    Token::Ident,
+/// Constants and parameters.
+const VALUES: &[Token] = &[
     Token::Fconst,
     Token::Sconst,
     Token::Bconst,
     Token::Xconst,
     Token::Iconst,
     Token::Param,
+];
+
+/// Non-keyword tokens a plain SELECT may use besides [`VALUES`] (`;` is
+/// handled apart).
+const OTHER_OK: &[Token] = &[
+    Token::Ident,
     Token::Op,
     Token::Typecast,
     Token::LessEquals,
@@ -220,7 +225,7 @@ pub(crate) fn plain_select(sql: &str, tokens: &[ScanToken], lists: &FunctionList
             // variant the grammar treats specially.
             !is(token, Token::WithLa) && !is(token, Token::FormatLa)
         } else {
-            OTHER_OK.iter().any(|k| is(token, *k))
+            OTHER_OK.iter().chain(VALUES).any(|k| is(token, *k))
         };
         if !ok {
             return false;
@@ -243,16 +248,7 @@ fn paren_ok(sql: &str, code: &[&ScanToken], prev: usize, lists: &FunctionLists) 
         // After `)`, a constant or a parameter, `(` is not grammatical SQL we
         // want to reason about; after an operator or punctuation it groups.
         let closing = is(before, Token::Ascii41) || is(before, Token::Ascii93);
-        let value = [
-            Token::Fconst,
-            Token::Sconst,
-            Token::Bconst,
-            Token::Xconst,
-            Token::Iconst,
-            Token::Param,
-        ]
-        .iter()
-        .any(|k| is(before, *k));
+        let value = VALUES.iter().any(|k| is(before, *k));
         return !closing && !value;
     }
     // A call: the name must be unqualified and unquoted.
