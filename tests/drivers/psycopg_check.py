@@ -306,7 +306,7 @@ def wait_until_running(p, server_port, marker, timeout=15.0):
     deadline = time.monotonic() + timeout
     for _ in range(30):
         watcher = connect(p)
-        if watcher.execute("SELECT inet_server_port()").fetchone()[0] == server_port:
+        if watcher.execute("/* pgsplit:primary */ SELECT inet_server_port()").fetchone()[0] == server_port:
             break
         watcher.close()
     else:
@@ -314,7 +314,7 @@ def wait_until_running(p, server_port, marker, timeout=15.0):
     with watcher:
         while time.monotonic() < deadline:
             row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "/* pgsplit:primary */ SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                 "AND query LIKE %s AND pid <> pg_backend_pid()",
                 (f"%{marker}%",),
             ).fetchone()
@@ -328,7 +328,10 @@ def cancel_sleep(conn, p, method="cancel_safe"):
     """Runs pg_sleep(30) on conn (through pgsplit port p), cancels it from
     another thread with `method` once it runs; returns (error, seconds from
     the cancel to the error)."""
-    server_port = conn.execute("SELECT inet_server_port()").fetchone()[0]
+    # On the read-write port each read borrows a replica connection from the
+    # pool, so two reads may land on different replicas: the hint keeps both
+    # on the primary (on the read-only port it changes nothing).
+    server_port = conn.execute("/* pgsplit:primary */ SELECT inet_server_port()").fetchone()[0]
     marker = f"drv_py_cancel_{os.getpid()}_{time.monotonic_ns()}"
     result = {}
 
@@ -347,7 +350,7 @@ def cancel_sleep(conn, p, method="cancel_safe"):
     t.start()
     err = None
     try:
-        conn.execute(f"SELECT pg_sleep(30) /* {marker} */")
+        conn.execute(f"/* pgsplit:primary */ SELECT pg_sleep(30) /* {marker} */")
     except psycopg.Error as e:
         err = e
     done = time.monotonic()
