@@ -357,6 +357,16 @@ impl Relay<'_> {
                                 can_tell: false,
                             })?;
                         *to_client += forward;
+                        // The last request's answer is in, but the client has
+                        // already sent part of its next extended batch (no
+                        // Sync yet): that is not a point where anything may
+                        // be sent in between, or the server changed.
+                        if let (true, Phase::Ready(status)) = (d.open_batch, phase) {
+                            phase = Phase::Busy {
+                                owed: 0,
+                                last: status,
+                            };
+                        }
                         if matches!(phase, Phase::Ready(_)) {
                             if let Some(started) = d.started.take() {
                                 self.duration().observe(started.elapsed().as_secs_f64());
@@ -365,6 +375,7 @@ impl Relay<'_> {
                     }
                     if self.ryw.dirty
                         && phase.is_idle()
+                        && d.to_server == 0
                         && self.upstream.dest == Dest::Primary
                         && self.split.is_some()
                         && (self.ryw.report
