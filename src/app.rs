@@ -159,12 +159,14 @@ impl Shared {
         let routing = (
             &old.routing.read_functions,
             &old.routing.write_functions,
+            &old.routing.primary_relations,
             old.routing.classify_cache,
         );
         if routing
             != (
                 &new.routing.read_functions,
                 &new.routing.write_functions,
+                &new.routing.primary_relations,
                 new.routing.classify_cache,
             )
         {
@@ -440,4 +442,5 @@ fn classifier_for(config: &Config) -> crate::classify::Classifier {
         &config.routing.write_functions,
         config.routing.classify_cache,
     )
+    .with_primary_relations(&config.routing.primary_relations)
 }

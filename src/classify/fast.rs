@@ -260,5 +260,28 @@ fn paren_ok(sql: &str, code: &[&ScanToken], prev: usize, lists: &FunctionLists) 
         return false;
     }
     let name = name.to_ascii_lowercase();
+    // Its verdict depends on its argument (`transaction_read_only` is the
+    // primary's question): the parser looks at that.
+    if name == "current_setting" {
+        return false;
+    }
     lists.settle(&[name.as_str()]) == Settled::Read
+}
+
+/// Every name in a statement the fast path admitted, as the server folds
+/// it (lower case), deduplicated: a superset of the relations it reads.
+pub(crate) fn names(sql: &str, tokens: &[ScanToken]) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for token in tokens.iter().filter(|t| is_name(t)) {
+        let text = token_text(sql, token);
+        // A quoted name keeps its case; an unquoted one folds.
+        let folded = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) => inner.replace("\"\"", "\""),
+            None => text.to_ascii_lowercase(),
+        };
+        if !out.iter().any(|n| **n == *folded) {
+            out.push(folded.into_boxed_str());
+        }
+    }
+    out
 }

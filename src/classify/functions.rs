@@ -406,11 +406,95 @@ const READ: &[&str] = &[
     "pg_listening_channels",
 ];
 
+/// Built-in reads that ask about the server they run on, or fail on a
+/// standby because it is one (`pg_current_wal_*` raise 55000 in recovery):
+/// on the read-write port the session's server is the primary, so these go
+/// there. `inet_server_addr`/`inet_server_port` are deliberately not here:
+/// they show where a statement ran, which is how people watch pgsplit route.
+const PRIMARY_ONLY: &[&str] = &[
+    "pg_is_in_recovery",
+    "pg_backend_pid",
+    "pg_last_wal_replay_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_xact_replay_timestamp",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "pg_walfile_name",
+    "pg_walfile_name_offset",
+    "pg_is_wal_replay_paused",
+    "pg_get_wal_replay_pause_state",
+    "pg_postmaster_start_time",
+    "pg_conf_load_time",
+    "pg_current_logfile",
+    "txid_current_snapshot",
+    "pg_current_snapshot",
+    "txid_current_if_assigned",
+    "pg_current_xact_id_if_assigned",
+    "pg_xact_commit_timestamp",
+    "pg_last_committed_xact",
+    "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids",
+    "pg_notification_queue_usage",
+    "pg_listening_channels",
+    "pg_lock_status",
+    "pg_prepared_xact",
+    "pg_get_replication_slots",
+    "pg_backend_memory_contexts",
+    "pg_get_backend_memory_contexts",
+    "pg_control_checkpoint",
+    "pg_control_recovery",
+    "pg_control_system",
+    "pg_control_init",
+    "pg_stat_file",
+    "pg_read_file",
+    "pg_read_binary_file",
+];
+
+/// Prefixes of built-in families that read a node's own runtime state.
+const PRIMARY_ONLY_PREFIXES: &[&str] = &["pg_stat_get_", "pg_ls_"];
+
+/// Built-in write functions whose effect ends with the session (or that a
+/// standby refuses by itself without any effect): the read-only port lets
+/// them through (they still pin or fail there as they would directly).
+const SESSION_ONLY_WRITES: &[&str] = &["set_config", "setseed", "currval", "lastval"];
+
+/// Settings whose value differs between a primary and a standby, so
+/// `current_setting(name)` and `SHOW name` are the primary's question.
+pub(crate) const PRIMARY_SETTINGS: &[&str] = &["transaction_read_only", "in_hot_standby"];
+
+/// Views and tables of a node's own runtime state: read on a replica they
+/// answer about another machine. The default of `routing.primary_relations`;
+/// an entry ending in `*` matches a prefix.
+pub const DEFAULT_PRIMARY_RELATIONS: &[&str] = &[
+    "pg_stat_*",
+    "pg_statio_*",
+    "pg_locks",
+    "pg_prepared_xacts",
+    "pg_replication_slots",
+    "pg_replication_origin_status",
+    "pg_settings",
+    "pg_backend_memory_contexts",
+    "pg_file_settings",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
+    "pg_shmem_allocations",
+];
+
 /// How one function name settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settled {
     Read,
-    Write(Option<PinCause>),
+    /// A read the primary must answer on the read-write port (see
+    /// [`PRIMARY_ONLY`]).
+    PrimaryRead,
+    /// A write. `pin`: it also ties the session to its server. `lasting`:
+    /// its effect outlasts the statement even on a standby that accepts it
+    /// (the read-only port refuses it).
+    Write {
+        pin: Option<PinCause>,
+        lasting: bool,
+    },
     /// Not in any list: the caller must look it up. The name is in SQL
     /// identifier syntax (parts joined by `.`, quoted where needed).
     Unknown(Box<str>),
@@ -421,6 +505,9 @@ pub(crate) enum Settled {
 pub(crate) struct FunctionLists {
     read: HashSet<Box<str>>,
     write: HashSet<Box<str>>,
+    /// `routing.primary_relations`: exact names and prefixes (from `x*`).
+    primary_relations: HashSet<Box<str>>,
+    primary_prefixes: Vec<Box<str>>,
 }
 
 impl FunctionLists {
@@ -439,27 +526,74 @@ impl FunctionLists {
                 })
                 .collect()
         };
-        FunctionLists {
+        let mut lists = FunctionLists {
             read: norm(read_functions),
             write: norm(write_functions),
+            ..FunctionLists::default()
+        };
+        lists.set_primary_relations(DEFAULT_PRIMARY_RELATIONS.iter().copied());
+        lists
+    }
+
+    /// Replaces the relations whose reads go to the primary.
+    pub(crate) fn set_primary_relations<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.primary_relations.clear();
+        self.primary_prefixes.clear();
+        for name in names {
+            let name = name.trim().to_lowercase();
+            match name.strip_suffix('*') {
+                Some(prefix) => self.primary_prefixes.push(prefix.into()),
+                None => {
+                    self.primary_relations.insert(name.into());
+                }
+            }
         }
+    }
+
+    /// Whether reading relation `name` (its last name part) is the
+    /// primary's business.
+    pub(crate) fn primary_relation(&self, name: &str) -> bool {
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        self.primary_relations.contains(name)
+            || self.primary_prefixes.iter().any(|p| name.starts_with(&**p))
     }
 
     /// Settles a function name given as its parts (`["pg_catalog", "nextval"]`),
     /// as the parser produced them (unquoted identifiers already folded).
     pub(crate) fn settle(&self, parts: &[&str]) -> Settled {
         let Some(&last) = parts.last() else {
-            return Settled::Write(None);
+            return Settled::Write {
+                pin: None,
+                lasting: false,
+            };
         };
         let catalog = parts.len() == 1 || (parts.len() == 2 && parts[0] == "pg_catalog");
         if catalog {
             if let Some(pin) = builtin_write(last) {
-                return Settled::Write(pin);
+                return Settled::Write {
+                    pin,
+                    lasting: !SESSION_ONLY_WRITES.contains(&last),
+                };
             }
         }
         let display = display_name(parts);
         if self.write.contains(display.as_str()) || (catalog && self.write.contains(last)) {
-            return Settled::Write(None);
+            return Settled::Write {
+                pin: None,
+                lasting: false,
+            };
+        }
+        if catalog
+            && (PRIMARY_ONLY.contains(&last)
+                || PRIMARY_ONLY_PREFIXES.iter().any(|p| last.starts_with(p)))
+        {
+            return Settled::PrimaryRead;
         }
         if self.read.contains(display.as_str()) || (catalog && self.read.contains(last)) {
             return Settled::Read;

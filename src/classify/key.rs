@@ -25,6 +25,12 @@ pub(crate) fn literal_free(sql: &str) -> Option<String> {
     {
         return None;
     }
+    // `current_setting('transaction_read_only')` is the primary's question,
+    // `current_setting('search_path')` is not: the verdict depends on the
+    // constant, so such texts keep their exact key.
+    if contains_ignore_case(bytes, b"current_setting") {
+        return None;
+    }
     let body = trim_trailing_semicolon(bytes)?;
     let mut out = String::with_capacity(sql.len() + 1);
     out.push('\0');
@@ -129,6 +135,12 @@ fn continues_string(rest: &[u8]) -> bool {
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(rest.len());
     rest.get(ws) == Some(&b'\'') && rest[..ws].contains(&b'\n')
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ mod walk;
 mod tests;
 #[cfg(test)]
 mod tests_effects;
+#[cfg(test)]
+mod tests_standby;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -30,6 +32,8 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use functions::FunctionLists;
+pub use functions::DEFAULT_PRIMARY_RELATIONS;
+pub use statement::body_sets_config;
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,8 +52,9 @@ pub enum RouteMode {
     Auto,
 }
 
-/// Why a session must stay on the server it is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a session must keep its server connection (and what the
+/// `pgsplit_pinned_sessions` gauge counts by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PinCause {
     /// CREATE TEMP table/view/sequence, SELECT INTO TEMP, `pg_temp` objects.
     TempObject,
@@ -61,20 +66,115 @@ pub enum PinCause {
     HoldCursor,
     /// SET SESSION CHARACTERISTICS AS TRANSACTION.
     SessionCharacteristics,
-    /// LOAD, `set_config()`, `setseed()`, `dblink_connect()`, SET TRANSACTION SNAPSHOT.
+    /// A DO block or routine whose body changes settings (`SET`,
+    /// `set_config(…, false)`): what it set is known only to its server.
+    HiddenSet,
+    /// A SET inside a transaction whose outcome pgsplit cannot tell (a
+    /// savepoint was rolled back after it).
+    SetInTransaction,
+    /// LOAD, `set_config()`, `setseed()`, `dblink_connect()`, SET TRANSACTION
+    /// SNAPSHOT, a prepared SET.
     Other,
 }
 
 impl PinCause {
+    /// Every cause, in label order.
+    pub const ALL: [PinCause; 8] = [
+        PinCause::TempObject,
+        PinCause::Listen,
+        PinCause::AdvisoryLock,
+        PinCause::HoldCursor,
+        PinCause::SessionCharacteristics,
+        PinCause::HiddenSet,
+        PinCause::SetInTransaction,
+        PinCause::Other,
+    ];
+
     /// A bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             PinCause::TempObject => "temp_object",
             PinCause::Listen => "listen",
             PinCause::AdvisoryLock => "advisory_lock",
             PinCause::HoldCursor => "hold_cursor",
             PinCause::SessionCharacteristics => "session_characteristics",
+            PinCause::HiddenSet => "hidden_set",
+            PinCause::SetInTransaction => "set_in_transaction",
             PinCause::Other => "other",
+        }
+    }
+
+    /// Whether reads may still go to a replica while this pin holds (the
+    /// pinned state does not change what a read sees; a read that could see
+    /// a temp object is kept home by the caller).
+    pub fn allows_replica_reads(self) -> bool {
+        matches!(
+            self,
+            PinCause::TempObject | PinCause::Listen | PinCause::AdvisoryLock | PinCause::HoldCursor
+        )
+    }
+}
+
+/// Why a statement is classified as it is: the first write's kind, else the
+/// first statement's. `label()` is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Why {
+    Read,
+    Explain,
+    Show,
+    CopyTo,
+    Cursor,
+    Prepare,
+    Set,
+    Session,
+    Transaction,
+    Empty,
+    /// A pgsplit setting (`SET pgsplit.route`, …), answered by pgsplit.
+    Pgsplit,
+    Write,
+    Ddl,
+    Utility,
+    CopyFrom,
+    CopyFile,
+    CteWrite,
+    SelectInto,
+    Locking,
+    Function,
+    Execute,
+    PgsplitInvalid,
+    Unparsable,
+    TooComplex,
+    BackslashString,
+}
+
+impl Why {
+    pub fn label(self) -> &'static str {
+        match self {
+            Why::Read => "read",
+            Why::Explain => "explain",
+            Why::Show => "show",
+            Why::CopyTo => "copy_to",
+            Why::Cursor => "cursor",
+            Why::Prepare => "prepare",
+            Why::Set => "set",
+            Why::Session => "session",
+            Why::Transaction => "transaction",
+            Why::Empty => "empty",
+            Why::Pgsplit => "pgsplit",
+            Why::Write => "write",
+            Why::Ddl => "ddl",
+            Why::Utility => "utility",
+            Why::CopyFrom => "copy_from",
+            Why::CopyFile => "copy_file",
+            Why::CteWrite => "cte_write",
+            Why::SelectInto => "select_into",
+            Why::Locking => "locking",
+            Why::Function => "function",
+            Why::Execute => "execute",
+            Why::PgsplitInvalid => "pgsplit_invalid",
+            Why::Unparsable => "unparsable",
+            Why::TooComplex => "too_complex",
+            Why::BackslashString => "backslash_string",
         }
     }
 }
@@ -98,13 +198,17 @@ pub enum Effect {
     Commit { chain: bool },
     /// ROLLBACK, ABORT (not ROLLBACK TO SAVEPOINT). `chain` as for Commit.
     Rollback { chain: bool },
+    /// ROLLBACK TO SAVEPOINT: what the transaction did since may be undone.
+    RollbackToSavepoint,
     /// SET [SESSION|LOCAL] name …, SET ROLE, SET SESSION AUTHORIZATION,
     /// SET TIME ZONE (name `timezone`). `sql` is this statement's own text,
-    /// to replay on another server. `name` is lower case.
+    /// to replay on another server. `name` is lower case; `value` is the
+    /// single constant value, lower case, when there is one.
     Set {
         name: String,
         local: bool,
         sql: String,
+        value: Option<String>,
     },
     /// RESET name (RESET ROLE: `role`; RESET SESSION AUTHORIZATION:
     /// `session_authorization`).
@@ -113,21 +217,40 @@ pub enum Effect {
     ResetAll,
     /// DISCARD ALL.
     DiscardAll,
+    /// DISCARD TEMP (or TEMPORARY): the session's temp objects are gone.
+    DiscardTemp,
     /// SQL PREPARE. `sql` is the whole PREPARE statement; `read` says whether
     /// the prepared statement is a read, provided the caller also settles
-    /// `functions` (its unsettled function names).
+    /// `functions` (its unsettled function names); `forbidden` whether the
+    /// read-only port must refuse executing it.
     Prepare {
         name: String,
         sql: String,
         read: bool,
         functions: Vec<Box<str>>,
+        forbidden: bool,
     },
-    /// SQL EXECUTE name: its access is the remembered Prepare's.
-    Execute { name: String },
+    /// SQL EXECUTE name, alone or inside EXPLAIN or CREATE TABLE AS. `runs`
+    /// is false when it is only explained (EXPLAIN without ANALYZE): its
+    /// statement must exist, but nothing runs.
+    Execute { name: String, runs: bool },
     /// DEALLOCATE [PREPARE] name; `None` for ALL.
     Deallocate { name: Option<String> },
     /// The session cannot move between servers from now on.
     Pin(PinCause),
+    /// LISTEN channel.
+    Listen(String),
+    /// UNLISTEN channel; `None` for UNLISTEN *.
+    Unlisten(Option<String>),
+    /// DECLARE name … WITH HOLD.
+    HoldCursor(String),
+    /// CLOSE name; `None` for CLOSE ALL.
+    CloseCursor(Option<String>),
+    /// A temporary object of this name was created (it shadows regular
+    /// relations of the same name through `pg_temp` in the search path).
+    TempObject(String),
+    /// `pg_advisory_unlock_all()`: the session holds no advisory lock.
+    AdvisoryUnlockAll,
     /// SET pgsplit.route = … (RESET pgsplit.route means Auto). Local only.
     Route(RouteMode),
     /// SET pgsplit.min_lsn = '…'; `None` for RESET. Local only.
@@ -140,13 +263,17 @@ pub struct Verdict {
     /// Write if any statement is a write, else Read. The caller must still
     /// settle `functions`.
     pub access: Access,
-    /// A bounded label for metrics: the first write's reason, else the first
-    /// statement's.
-    pub reason: &'static str,
+    /// The first write's kind, else the first statement's.
+    pub why: Why,
     /// Function names the lists could not settle, in SQL identifier syntax
-    /// (`myfunc`, `myschema.f`, `"MixedCase"`), deduplicated. Only meaningful
-    /// when `access` is Read.
+    /// (`myfunc`, `myschema.f`, `"MixedCase"`), deduplicated. For a read the
+    /// caller must prove each one read-only; for any statement, one whose
+    /// body changes settings pins the session (see [`PinCause::HiddenSet`]).
     pub functions: Vec<Box<str>>,
+    /// Relation names a read refers to (last name part, as the server folds
+    /// it), deduplicated: the caller checks that none is unlogged. May hold
+    /// more names than relations (the lexer-only path lists every name).
+    pub relations: Vec<Box<str>>,
     /// Transaction and session effects, in statement order.
     pub effects: Vec<Effect>,
     /// A `/* pgsplit:primary */` or `/* pgsplit:replica */` comment (a real
@@ -154,26 +281,42 @@ pub struct Verdict {
     pub hint: Option<RouteMode>,
     /// Every statement is a pgsplit setting: answer locally, send nothing.
     pub local_only: bool,
-    /// Something a standby would run but that must not run on a replica
-    /// (promotion, replay control, advisory locks, large-object and dblink
-    /// calls, ALTER SYSTEM, CHECKPOINT): the read-only port refuses it.
+    /// A read that asks about the server it runs on (its WAL position,
+    /// whether it is in recovery, its backend pid, `transaction_read_only`)
+    /// or reads a node's own runtime state (`routing.primary_relations`):
+    /// on the read-write port it is the primary's question.
+    pub primary_only: bool,
+    /// Something the read-only port must refuse: a data-modifying or DDL
+    /// statement, or a function with an effect that outlasts the statement
+    /// (promotion, replay control, advisory locks, large objects, dblink,
+    /// replication slots, signals, CHECKPOINT, ALTER SYSTEM, ...), even where
+    /// a standby would accept it.
     pub replica_forbidden: bool,
     /// Statements in the text (0 when it could not be parsed).
     pub statements: usize,
 }
 
 impl Verdict {
-    pub(crate) fn write(reason: &'static str) -> Self {
+    pub(crate) fn write(why: Why) -> Self {
         Verdict {
             access: Access::Write,
-            reason,
+            why,
             functions: Vec::new(),
+            relations: Vec::new(),
             effects: Vec::new(),
             hint: None,
             local_only: false,
+            primary_only: false,
             replica_forbidden: false,
             statements: 0,
         }
+    }
+
+    /// Whether any statement is a COMMIT/ROLLBACK (ending the transaction).
+    pub fn ends_transaction(&self) -> bool {
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Commit { .. } | Effect::Rollback { .. }))
     }
 }
 
@@ -197,7 +340,9 @@ pub struct Classifier {
 impl Classifier {
     /// `read_functions`/`write_functions` are the configured overrides (write
     /// wins; neither overrides the built-in write list). `cache_capacity` is
-    /// the total number of cached texts; 0 disables the cache.
+    /// the total number of cached texts; 0 disables the cache. Reads of
+    /// [`DEFAULT_PRIMARY_RELATIONS`] are the primary's (see
+    /// [`Classifier::with_primary_relations`]).
     pub fn new(
         read_functions: &[String],
         write_functions: &[String],
@@ -209,6 +354,14 @@ impl Classifier {
             shard_capacity: cache_capacity.div_ceil(SHARDS),
             hasher: RandomState::new(),
         }
+    }
+
+    /// Replaces the relations whose reads are the primary's
+    /// (`routing.primary_relations`; `x*` matches a prefix).
+    pub fn with_primary_relations(mut self, names: &[String]) -> Self {
+        self.lists
+            .set_primary_relations(names.iter().map(String::as_str));
+        self
     }
 
     /// Classifies `sql`, from the cache when this text (or, for a plain
@@ -241,17 +394,23 @@ impl Classifier {
         let scanned = match fast::scan(sql) {
             Ok(scanned) => scanned,
             // The parser uses the same lexer, so it would fail too.
-            Err(_) => return Verdict::write("unparsable"),
+            Err(_) => return Verdict::write(Why::Unparsable),
         };
         let mut verdict = if scanned.backslash_in_plain_string {
             // Whether `\` escapes a quote depends on the server's
             // standard_conforming_strings, which the text does not say.
-            Verdict::write("backslash_string")
+            Verdict {
+                replica_forbidden: true,
+                ..Verdict::write(Why::BackslashString)
+            }
         } else if fast::plain_select(sql, &scanned.tokens, &self.lists) {
+            let relations = fast::names(sql, &scanned.tokens);
             Verdict {
                 access: Access::Read,
-                reason: "read",
+                why: Why::Read,
                 functions: Vec::new(),
+                primary_only: relations.iter().any(|r| self.lists.primary_relation(r)),
+                relations,
                 effects: Vec::new(),
                 hint: None,
                 local_only: false,
@@ -282,7 +441,10 @@ fn parse_with_room(sql: &str, nesting_bound: usize, lists: &FunctionLists) -> Ve
         return statement::classify_parsed(sql, lists);
     }
     if nesting_bound > MAX_NESTING {
-        return Verdict::write("too_complex");
+        return Verdict {
+            replica_forbidden: true,
+            ..Verdict::write(Why::TooComplex)
+        };
     }
     let stack = (nesting_bound * STACK_PER_LEVEL).max(2 << 20);
     std::thread::scope(|scope| {
@@ -292,7 +454,7 @@ fn parse_with_room(sql: &str, nesting_bound: usize, lists: &FunctionLists) -> Ve
             .spawn_scoped(scope, || statement::classify_parsed(sql, lists))
             .ok()
             .and_then(|parse| parse.join().ok())
-            .unwrap_or_else(|| Verdict::write("unparsable"))
+            .unwrap_or_else(|| Verdict::write(Why::Unparsable))
     })
 }
 

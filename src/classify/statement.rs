@@ -6,9 +6,9 @@ use pg_query::protobuf::{
 };
 use serde::Serialize;
 
-use super::functions::{FunctionLists, Settled};
-use super::walk::{is_temp_schema, walk};
-use super::{Access, Effect, PinCause, RouteMode, Verdict};
+use super::functions::{FunctionLists, Settled, PRIMARY_SETTINGS};
+use super::walk::{is_temp_schema, walk, Findings};
+use super::{Access, Effect, PinCause, RouteMode, Verdict, Why};
 
 /// `CURSOR_OPT_HOLD` in PostgreSQL's parsenodes.h.
 const CURSOR_OPT_HOLD: i32 = 0x0020;
@@ -16,31 +16,47 @@ const CURSOR_OPT_HOLD: i32 = 0x0020;
 /// One statement's classification.
 struct Outcome {
     access: Access,
-    reason: &'static str,
+    why: Why,
     functions: Vec<Box<str>>,
+    relations: Vec<Box<str>>,
     effects: Vec<Effect>,
     /// A pgsplit setting, answered by the proxy itself.
     local_only: bool,
-    /// Must not run on a replica, though a standby would run it.
+    /// A read about the server itself: the primary's on the read-write port.
+    primary_only: bool,
+    /// The read-only port must refuse it.
     replica_forbidden: bool,
 }
 
 impl Outcome {
-    fn read(reason: &'static str) -> Self {
+    fn read(why: Why) -> Self {
         Outcome {
             access: Access::Read,
-            reason,
+            why,
             functions: Vec::new(),
+            relations: Vec::new(),
             effects: Vec::new(),
             local_only: false,
+            primary_only: false,
             replica_forbidden: false,
         }
     }
 
-    fn write(reason: &'static str) -> Self {
+    /// A write the read-only port refuses.
+    fn write(why: Why) -> Self {
         Outcome {
             access: Access::Write,
-            ..Outcome::read(reason)
+            replica_forbidden: true,
+            ..Outcome::read(why)
+        }
+    }
+
+    /// A write a standby refuses by itself without any effect, or whose
+    /// effect ends with the session: the read-only port lets it through.
+    fn harmless_write(why: Why) -> Self {
+        Outcome {
+            replica_forbidden: false,
+            ..Outcome::write(why)
         }
     }
 
@@ -52,7 +68,7 @@ impl Outcome {
     fn local(effect: Effect) -> Self {
         Outcome {
             local_only: true,
-            ..Outcome::read("pgsplit").with(effect)
+            ..Outcome::read(Why::Pgsplit).with(effect)
         }
     }
 }
@@ -61,35 +77,42 @@ impl Outcome {
 pub(crate) fn classify_parsed(sql: &str, lists: &FunctionLists) -> Verdict {
     let parsed = match pg_query::parse(sql) {
         Ok(parsed) => parsed,
-        Err(_) => return Verdict::write("unparsable"),
+        Err(_) => return Verdict::write(Why::Unparsable),
     };
     let stmts = &parsed.protobuf.stmts;
     let mut verdict = Verdict {
         local_only: !stmts.is_empty(),
         statements: stmts.len(),
-        ..Verdict::write("")
+        ..Verdict::write(Why::Empty)
     };
     verdict.access = Access::Read;
-    verdict.reason = if stmts.is_empty() { "empty" } else { "" };
+    let mut first = true;
     for raw in stmts {
         let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
-            return Verdict::write("unparsable");
+            return Verdict::write(Why::Unparsable);
         };
         let outcome = classify_stmt(node, stmt_text(sql, raw), lists);
-        if verdict.reason.is_empty() {
-            verdict.reason = outcome.reason;
+        if first {
+            verdict.why = outcome.why;
+            first = false;
         }
         if outcome.access == Access::Write && verdict.access == Access::Read {
             verdict.access = Access::Write;
-            verdict.reason = outcome.reason;
+            verdict.why = outcome.why;
         }
         for name in outcome.functions {
             if !verdict.functions.contains(&name) {
                 verdict.functions.push(name);
             }
         }
+        for name in outcome.relations {
+            if !verdict.relations.contains(&name) {
+                verdict.relations.push(name);
+            }
+        }
         verdict.effects.extend(outcome.effects);
         verdict.local_only &= outcome.local_only;
+        verdict.primary_only |= outcome.primary_only;
         verdict.replica_forbidden |= outcome.replica_forbidden;
     }
     verdict
@@ -108,78 +131,113 @@ fn stmt_text<'a>(sql: &'a str, raw: &RawStmt) -> &'a str {
 
 fn classify_stmt(node: &N, text: &str, lists: &FunctionLists) -> Outcome {
     match node {
-        N::SelectStmt(_) => query(node, lists, "read"),
+        N::SelectStmt(_) => query(node, lists, Why::Read),
         N::ExplainStmt(e) => match e.query.as_ref().and_then(|q| q.node.as_ref()) {
             Some(inner) if explain_analyze(&e.options) => classify_stmt(inner, text, lists),
-            // Without ANALYZE nothing is executed.
-            _ => Outcome::read("explain"),
+            // Without ANALYZE nothing is executed; an EXECUTE's statement
+            // must still exist where it is explained.
+            Some(N::ExecuteStmt(x)) => Outcome::read(Why::Explain).with(Effect::Execute {
+                name: x.name.clone(),
+                runs: false,
+            }),
+            _ => Outcome::read(Why::Explain),
         },
         N::CopyStmt(c) => {
             if c.is_from {
-                Outcome::write("copy_from")
+                Outcome::write(Why::CopyFrom)
             } else if c.is_program || !c.filename.is_empty() {
-                Outcome::write("copy_file")
+                Outcome::write(Why::CopyFile)
             } else {
-                query(node, lists, "copy_to")
+                query(node, lists, Why::CopyTo)
             }
         }
-        N::VariableShowStmt(_) => Outcome::read("show"),
+        N::VariableShowStmt(v) => {
+            let mut outcome = Outcome::read(Why::Show);
+            let name = v.name.to_ascii_lowercase();
+            outcome.primary_only = name == "all" || PRIMARY_SETTINGS.contains(&name.as_str());
+            outcome
+        }
         N::TransactionStmt(t) => transaction(t),
         N::VariableSetStmt(s) => set(s, text),
         N::DiscardStmt(d) => match DiscardMode::try_from(d.target) {
-            Ok(DiscardMode::DiscardAll) => Outcome::read("session").with(Effect::DiscardAll),
-            Ok(DiscardMode::DiscardPlans | DiscardMode::DiscardSequences) => {
-                Outcome::read("session")
+            Ok(DiscardMode::DiscardAll) => Outcome::read(Why::Session).with(Effect::DiscardAll),
+            // It runs where the temp objects are: the session's own server.
+            Ok(DiscardMode::DiscardTemp) => {
+                Outcome::harmless_write(Why::Utility).with(Effect::DiscardTemp)
             }
-            _ => Outcome::write("utility"),
+            Ok(DiscardMode::DiscardPlans | DiscardMode::DiscardSequences) => {
+                Outcome::read(Why::Session)
+            }
+            _ => Outcome::write(Why::Utility),
         },
         N::PrepareStmt(p) => {
             let inner = match p.query.as_ref().and_then(|q| q.node.as_ref()) {
                 Some(inner) => classify_stmt(inner, text, lists),
-                None => Outcome::write("unparsable"),
+                None => Outcome::write(Why::Unparsable),
             };
-            Outcome::read("prepare").with(Effect::Prepare {
+            Outcome::read(Why::Prepare).with(Effect::Prepare {
                 name: p.name.clone(),
                 sql: text.to_owned(),
-                read: inner.access == Access::Read,
+                read: inner.access == Access::Read && !inner.primary_only,
                 functions: inner.functions,
+                forbidden: inner.replica_forbidden,
             })
         }
-        N::ExecuteStmt(e) => Outcome::write("execute").with(Effect::Execute {
+        N::ExecuteStmt(e) => Outcome::harmless_write(Why::Execute).with(Effect::Execute {
             name: e.name.clone(),
+            runs: true,
         }),
         N::DeallocateStmt(d) => {
             let name = if d.isall { None } else { Some(d.name.clone()) };
-            Outcome::read("session").with(Effect::Deallocate { name })
+            Outcome::read(Why::Session).with(Effect::Deallocate { name })
         }
         N::DeclareCursorStmt(d) => {
             let mut outcome = match d.query.as_ref().and_then(|q| q.node.as_ref()) {
                 Some(inner) => classify_stmt(inner, text, lists),
-                None => Outcome::write("unparsable"),
+                None => Outcome::write(Why::Unparsable),
             };
             if outcome.access == Access::Read {
-                outcome.reason = "cursor";
+                outcome.why = Why::Cursor;
             }
             if d.options & CURSOR_OPT_HOLD != 0 {
                 outcome.effects.push(Effect::Pin(PinCause::HoldCursor));
+                outcome
+                    .effects
+                    .push(Effect::HoldCursor(d.portalname.clone()));
             }
             outcome
         }
         // A cursor lives in its transaction (or, WITH HOLD, in a pinned
         // session), so these go wherever that is.
-        N::FetchStmt(_) | N::ClosePortalStmt(_) => Outcome::read("cursor"),
-        N::ListenStmt(_) => Outcome::write("utility").with(Effect::Pin(PinCause::Listen)),
-        N::LoadStmt(_) => Outcome::write("utility").with(Effect::Pin(PinCause::Other)),
-        N::CheckPointStmt(_) | N::AlterSystemStmt(_) => Outcome {
-            replica_forbidden: true,
-            ..Outcome::write("utility")
-        },
-        N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) | N::MergeStmt(_) => {
-            modifying(node, "write", lists)
+        N::FetchStmt(_) => Outcome::read(Why::Cursor),
+        N::ClosePortalStmt(c) => {
+            let name = (!c.portalname.is_empty()).then(|| c.portalname.clone());
+            Outcome::read(Why::Cursor).with(Effect::CloseCursor(name))
         }
-        N::CallStmt(_) | N::CreateTableAsStmt(_) => modifying(node, "write", lists),
+        N::ListenStmt(l) => Outcome::write(Why::Utility)
+            .with(Effect::Pin(PinCause::Listen))
+            .with(Effect::Listen(l.conditionname.clone())),
+        N::UnlistenStmt(u) => {
+            let name = (!u.conditionname.is_empty()).then(|| u.conditionname.clone());
+            Outcome::harmless_write(Why::Utility).with(Effect::Unlisten(name))
+        }
+        N::LoadStmt(_) => Outcome::harmless_write(Why::Utility).with(Effect::Pin(PinCause::Other)),
+        // A standby takes ACCESS SHARE … ROW EXCLUSIVE locks and refuses
+        // stronger ones itself; a lock outlives nothing.
+        N::LockStmt(_) => Outcome::harmless_write(Why::Utility),
+        N::DoStmt(d) => {
+            let mut outcome = Outcome::write(Why::Utility);
+            if do_body(d).is_some_and(body_sets_config) {
+                outcome.effects.push(Effect::Pin(PinCause::HiddenSet));
+            }
+            outcome
+        }
+        N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) | N::MergeStmt(_) => {
+            modifying(node, Why::Write, lists)
+        }
+        N::CallStmt(_) | N::CreateTableAsStmt(_) => modifying(node, Why::Write, lists),
         N::CreateFunctionStmt(f) => {
-            let mut outcome = Outcome::write("ddl");
+            let mut outcome = Outcome::write(Why::Ddl);
             let schema = f.funcname.first().and_then(|n| match &n.node {
                 Some(N::String(s)) if f.funcname.len() > 1 => Some(s.sval.as_str()),
                 _ => None,
@@ -190,104 +248,192 @@ fn classify_stmt(node: &N, text: &str, lists: &FunctionLists) -> Outcome {
             outcome
         }
         _ => {
-            let mut outcome = Outcome::write("utility");
-            if walk(node).temp_relation {
-                outcome.effects.push(Effect::Pin(PinCause::TempObject));
-            }
+            let mut outcome = Outcome::write(Why::Utility);
+            temp_effects(&walk(node), &mut outcome);
             outcome
         }
     }
 }
 
+/// The body of a DO block (its `AS` string).
+fn do_body(d: &protobuf::DoStmt) -> Option<&str> {
+    d.args.iter().find_map(|arg| match &arg.node {
+        Some(N::DefElem(e)) if e.defname == "as" => match e.arg.as_ref()?.node.as_ref()? {
+            N::String(s) => Some(s.sval.as_str()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Whether procedural code may change session settings: a `set_config(`
+/// call, or a `SET` that starts a statement (after `;`, `BEGIN`, `THEN`,
+/// `ELSE`, `LOOP`, a quote for dynamic SQL, or the start) and is not `SET
+/// LOCAL`. Errs towards yes: a false yes pins a session, a false no would let
+/// a later read miss a setting.
+pub fn body_sets_config(body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    if lower.contains("set_config") {
+        return true;
+    }
+    let bytes = lower.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while let Some(found) = lower[i..].find("set") {
+        let at = i + found;
+        i = at + 3;
+        let before_ok = at == 0 || !word(bytes[at - 1]);
+        let after_ok = bytes.get(at + 3).is_none_or(|b| b.is_ascii_whitespace());
+        if !before_ok || !after_ok {
+            continue;
+        }
+        // What precedes the word, skipping white space.
+        let head = lower[..at].trim_end();
+        let starts_statement = head.is_empty()
+            || head.ends_with(';')
+            || head.ends_with('\'')
+            || head.ends_with('"')
+            || ["begin", "then", "else", "loop", "do", "$$"]
+                .iter()
+                .any(|k| head.ends_with(k));
+        if !starts_statement {
+            continue;
+        }
+        let rest = lower[at + 3..].trim_start();
+        if rest.starts_with("local ") || rest.starts_with("transaction") {
+            continue;
+        }
+        return true;
+    }
+    false
+}
+
+/// Temp-object pins and names found by a walk (a table created ON COMMIT
+/// DROP does not outlive its transaction: no pin).
+fn temp_effects(found: &Findings, outcome: &mut Outcome) {
+    if !found.temp_relation {
+        return;
+    }
+    if !found.on_commit_drop {
+        outcome.effects.push(Effect::Pin(PinCause::TempObject));
+    }
+    for name in &found.temp_names {
+        outcome.effects.push(Effect::TempObject(name.clone()));
+    }
+}
+
 /// A query that is a read unless something in it writes.
-fn query<T: Serialize + ?Sized>(
-    node: &T,
-    lists: &FunctionLists,
-    read_reason: &'static str,
-) -> Outcome {
+fn query<T: Serialize + ?Sized>(node: &T, lists: &FunctionLists, read_why: Why) -> Outcome {
     let found = walk(node);
-    let (write_function, unknown, pins) = settle_all(&found.functions, lists);
-    let forbidden = found.functions.iter().any(|f| replica_forbidden(f));
-    let reason = if found.modifying {
-        "cte_write"
+    let settled = settle_all(&found.functions, lists);
+    let primary_setting = found
+        .setting_args
+        .iter()
+        .any(|a| PRIMARY_SETTINGS.contains(&a.as_str()));
+    let primary_relation = found.relations.iter().any(|r| lists.primary_relation(r));
+    let why = if found.modifying {
+        Why::CteWrite
     } else if found.into {
-        "select_into"
+        Why::SelectInto
     } else if found.locking {
-        "locking"
-    } else if write_function {
-        "function"
+        Why::Locking
+    } else if settled.write {
+        Why::Function
     } else {
-        let mut outcome = Outcome::read(read_reason);
-        outcome.functions = unknown;
+        let mut outcome = Outcome::read(read_why);
+        outcome.functions = settled.unknown;
+        outcome.relations = dedup(found.relations);
+        outcome.primary_only = settled.primary || primary_setting || primary_relation;
+        outcome.effects = settled.effects;
         return outcome;
     };
-    let mut outcome = Outcome::write(reason);
-    outcome.replica_forbidden = forbidden;
-    outcome.effects = pins.into_iter().map(Effect::Pin).collect();
-    if found.into && found.temp_relation {
-        outcome.effects.push(Effect::Pin(PinCause::TempObject));
-    }
-    outcome
-}
-
-/// A statement that writes: only its pins matter.
-fn modifying(node: &N, reason: &'static str, lists: &FunctionLists) -> Outcome {
-    let found = walk(node);
-    let (_, _, pins) = settle_all(&found.functions, lists);
-    let mut outcome = Outcome::write(reason);
-    outcome.replica_forbidden = found.functions.iter().any(|f| replica_forbidden(f));
-    outcome.effects = pins.into_iter().map(Effect::Pin).collect();
-    if found.temp_relation {
-        outcome.effects.push(Effect::Pin(PinCause::TempObject));
-    }
-    outcome
-}
-
-/// Built-in functions a standby would run that must not run on a replica:
-/// promotion, replay control, advisory locks (they would lock nothing the
-/// primary sees), large objects and dblink (writes elsewhere).
-fn replica_forbidden(parts: &[String]) -> bool {
-    let Some(last) = parts.last() else {
-        return false;
+    let mut outcome = if found.modifying || found.into || settled.lasting {
+        Outcome::write(why)
+    } else {
+        // A row lock or a session-only function: the standby refuses the
+        // former and the latter ends with the session.
+        Outcome::harmless_write(why)
     };
-    let builtin = parts.len() == 1 || (parts.len() == 2 && parts[0] == "pg_catalog");
-    builtin
-        && (matches!(
-            last.as_str(),
-            "pg_promote" | "pg_wal_replay_pause" | "pg_wal_replay_resume" | "lowrite" | "loread"
-        ) || ["pg_advisory_", "pg_try_advisory_", "lo_", "dblink"]
-            .iter()
-            .any(|p| last.starts_with(p)))
+    outcome.functions = settled.unknown;
+    outcome.effects = settled.pins.into_iter().map(Effect::Pin).collect();
+    outcome.effects.extend(settled.effects);
+    if found.into {
+        temp_effects(&found, &mut outcome);
+    }
+    outcome
 }
 
-/// Settles every function name: (any write?, unsettled names, pins).
-fn settle_all(
-    functions: &[Vec<String>],
-    lists: &FunctionLists,
-) -> (bool, Vec<Box<str>>, Vec<PinCause>) {
-    let mut write = false;
-    let mut unknown: Vec<Box<str>> = Vec::new();
-    let mut pins = Vec::new();
+/// A statement that writes: its pins, its EXECUTEs and the user functions
+/// it calls (whose bodies may change settings) matter.
+fn modifying(node: &N, why: Why, lists: &FunctionLists) -> Outcome {
+    let found = walk(node);
+    let settled = settle_all(&found.functions, lists);
+    let mut outcome = Outcome::write(why);
+    outcome.functions = settled.unknown;
+    outcome.effects = settled.pins.into_iter().map(Effect::Pin).collect();
+    outcome.effects.extend(settled.effects);
+    temp_effects(&found, &mut outcome);
+    for name in found.executes {
+        outcome.effects.push(Effect::Execute { name, runs: true });
+    }
+    outcome
+}
+
+fn dedup(names: Vec<String>) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::with_capacity(names.len());
+    for name in names {
+        if !out.iter().any(|n| **n == *name) {
+            out.push(name.into_boxed_str());
+        }
+    }
+    out
+}
+
+/// What a statement's function calls add up to.
+#[derive(Default)]
+struct SettledCalls {
+    /// A write function.
+    write: bool,
+    /// A write whose effect outlasts the statement.
+    lasting: bool,
+    /// A read the primary must answer.
+    primary: bool,
+    /// Names to look up.
+    unknown: Vec<Box<str>>,
+    pins: Vec<PinCause>,
+    /// Effects of particular calls (`pg_advisory_unlock_all()`).
+    effects: Vec<Effect>,
+}
+
+fn settle_all(functions: &[Vec<String>], lists: &FunctionLists) -> SettledCalls {
+    let mut out = SettledCalls::default();
     for parts in functions {
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         match lists.settle(&parts) {
             Settled::Read => {}
-            Settled::Write(pin) => {
-                write = true;
+            Settled::PrimaryRead => out.primary = true,
+            Settled::Write { pin, lasting } => {
+                out.write = true;
+                out.lasting |= lasting;
                 if let Some(pin) = pin {
-                    if !pins.contains(&pin) {
-                        pins.push(pin);
+                    if !out.pins.contains(&pin) {
+                        out.pins.push(pin);
                     }
+                }
+                if parts.last() == Some(&"pg_advisory_unlock_all")
+                    && !out.effects.contains(&Effect::AdvisoryUnlockAll)
+                {
+                    out.effects.push(Effect::AdvisoryUnlockAll);
                 }
             }
             Settled::Unknown(name) => {
-                if !unknown.contains(&name) {
-                    unknown.push(name);
+                if !out.unknown.contains(&name) {
+                    out.unknown.push(name);
                 }
             }
         }
     }
-    (write, unknown, pins)
+    out
 }
 
 /// Whether EXPLAIN's options include ANALYZE that is not explicitly false.
@@ -355,9 +501,9 @@ fn transaction(t: &protobuf::TransactionStmt) -> Outcome {
             let (read_only, serializable) = transaction_modes(&t.options);
             // Only a transaction declared READ ONLY is known to be a read.
             let outcome = if read_only == Some(true) {
-                Outcome::read("transaction")
+                Outcome::read(Why::Transaction)
             } else {
-                Outcome::write("transaction")
+                Outcome::harmless_write(Why::Transaction)
             };
             outcome.with(Effect::Begin {
                 read_only,
@@ -365,18 +511,19 @@ fn transaction(t: &protobuf::TransactionStmt) -> Outcome {
             })
         }
         Ok(K::TransStmtCommit) => {
-            Outcome::read("transaction").with(Effect::Commit { chain: t.chain })
+            Outcome::read(Why::Transaction).with(Effect::Commit { chain: t.chain })
         }
         Ok(K::TransStmtRollback) => {
-            Outcome::read("transaction").with(Effect::Rollback { chain: t.chain })
+            Outcome::read(Why::Transaction).with(Effect::Rollback { chain: t.chain })
         }
-        Ok(K::TransStmtSavepoint | K::TransStmtRelease | K::TransStmtRollbackTo) => {
-            Outcome::read("transaction")
+        Ok(K::TransStmtSavepoint | K::TransStmtRelease) => Outcome::read(Why::Transaction),
+        Ok(K::TransStmtRollbackTo) => {
+            Outcome::read(Why::Transaction).with(Effect::RollbackToSavepoint)
         }
         Ok(K::TransStmtPrepare) => {
-            Outcome::write("transaction").with(Effect::Commit { chain: false })
+            Outcome::write(Why::Transaction).with(Effect::Commit { chain: false })
         }
-        _ => Outcome::write("transaction"),
+        _ => Outcome::write(Why::Transaction),
     }
 }
 
@@ -402,12 +549,12 @@ fn set(s: &protobuf::VariableSetStmt, text: &str) -> Outcome {
                 Some("primary") => Outcome::local(Effect::Route(RouteMode::Primary)),
                 Some("replica") => Outcome::local(Effect::Route(RouteMode::Replica)),
                 Some("auto") => Outcome::local(Effect::Route(RouteMode::Auto)),
-                _ => Outcome::write("pgsplit_invalid"),
+                _ => Outcome::harmless_write(Why::PgsplitInvalid),
             }
         }
         (Ok(K::VarSetValue), "pgsplit.min_lsn") => match set_value(&s.args) {
             Some(lsn) => Outcome::local(Effect::MinLsn(Some(lsn))),
-            None => Outcome::write("pgsplit_invalid"),
+            None => Outcome::harmless_write(Why::PgsplitInvalid),
         },
         (Ok(K::VarSetDefault | K::VarReset), "pgsplit.route") => {
             Outcome::local(Effect::Route(RouteMode::Auto))
@@ -415,27 +562,29 @@ fn set(s: &protobuf::VariableSetStmt, text: &str) -> Outcome {
         (Ok(K::VarSetDefault | K::VarReset), "pgsplit.min_lsn") => {
             Outcome::local(Effect::MinLsn(None))
         }
-        (Ok(K::VarSetValue | K::VarSetDefault | K::VarSetCurrent), _) => {
-            Outcome::read("set").with(Effect::Set {
+        (Ok(K::VarSetValue | K::VarSetDefault | K::VarSetCurrent), _) => Outcome::read(Why::Set)
+            .with(Effect::Set {
                 name,
                 local: s.is_local,
                 sql: text.to_owned(),
-            })
-        }
+                value: set_value(&s.args).map(|v| v.to_lowercase()),
+            }),
         (Ok(K::VarSetMulti), "transaction") => {
             let (read_only, serializable) = transaction_modes(&s.args);
-            Outcome::read("transaction").with(Effect::SetTransaction {
+            Outcome::read(Why::Transaction).with(Effect::SetTransaction {
                 read_only,
                 serializable,
             })
         }
         (Ok(K::VarSetMulti), "session characteristics") => {
-            Outcome::read("set").with(Effect::Pin(PinCause::SessionCharacteristics))
+            Outcome::read(Why::Set).with(Effect::Pin(PinCause::SessionCharacteristics))
         }
         // SET TRANSACTION SNAPSHOT and anything new.
-        (Ok(K::VarSetMulti), _) => Outcome::write("transaction").with(Effect::Pin(PinCause::Other)),
-        (Ok(K::VarReset), _) => Outcome::read("set").with(Effect::Reset { name }),
-        (Ok(K::VarResetAll), _) => Outcome::read("set").with(Effect::ResetAll),
-        _ => Outcome::write("utility"),
+        (Ok(K::VarSetMulti), _) => {
+            Outcome::harmless_write(Why::Transaction).with(Effect::Pin(PinCause::Other))
+        }
+        (Ok(K::VarReset), _) => Outcome::read(Why::Set).with(Effect::Reset { name }),
+        (Ok(K::VarResetAll), _) => Outcome::read(Why::Set).with(Effect::ResetAll),
+        _ => Outcome::write(Why::Utility),
     }
 }

@@ -11,6 +11,16 @@ fn set(name: &str, local: bool, sql: &str) -> Effect {
         name: name.into(),
         local,
         sql: sql.into(),
+        value: None,
+    }
+}
+
+fn set_to(name: &str, value: &str, sql: &str) -> Effect {
+    Effect::Set {
+        name: name.into(),
+        local: false,
+        sql: sql.into(),
+        value: Some(value.into()),
     }
 }
 
@@ -85,7 +95,11 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
             Read,
             vec![Effect::Rollback { chain: true }],
         ),
-        ("ROLLBACK TO SAVEPOINT a", Read, vec![]),
+        (
+            "ROLLBACK TO SAVEPOINT a",
+            Read,
+            vec![Effect::RollbackToSavepoint],
+        ),
         ("SAVEPOINT a", Read, vec![]),
         ("RELEASE SAVEPOINT a", Read, vec![]),
         (
@@ -102,7 +116,7 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
         (
             "SET SESSION work_mem = '4MB'",
             Read,
-            vec![set("work_mem", false, "SET SESSION work_mem = '4MB'")],
+            vec![set_to("work_mem", "4mb", "SET SESSION work_mem = '4MB'")],
         ),
         (
             "SET search_path TO a, b",
@@ -114,20 +128,20 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
             Read,
             vec![set("search_path", false, "SET Search_Path = DEFAULT")],
         ),
-        ("SET ROLE r", Read, vec![set("role", false, "SET ROLE r")]),
+        ("SET ROLE r", Read, vec![set_to("role", "r", "SET ROLE r")]),
         (
             "SET SESSION AUTHORIZATION u",
             Read,
-            vec![set(
+            vec![set_to(
                 "session_authorization",
-                false,
+                "u",
                 "SET SESSION AUTHORIZATION u",
             )],
         ),
         (
             "SET TIME ZONE 'UTC'",
             Read,
-            vec![set("timezone", false, "SET TIME ZONE 'UTC'")],
+            vec![set_to("timezone", "utc", "SET TIME ZONE 'UTC'")],
         ),
         (
             "SET work_mem FROM CURRENT",
@@ -166,6 +180,7 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
                 sql: "PREPARE p AS SELECT 1".into(),
                 read: true,
                 functions: vec![],
+                forbidden: false,
             }],
         ),
         (
@@ -176,6 +191,7 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
                 sql: "PREPARE q (int) AS DELETE FROM t WHERE id = $1".into(),
                 read: false,
                 functions: vec![],
+                forbidden: true,
             }],
         ),
         (
@@ -186,17 +202,24 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
                 sql: "PREPARE u AS SELECT f(1)".into(),
                 read: true,
                 functions: vec!["f".into()],
+                forbidden: false,
             }],
         ),
         (
             "EXECUTE p",
             Write,
-            vec![Effect::Execute { name: "p".into() }],
+            vec![Effect::Execute {
+                name: "p".into(),
+                runs: true,
+            }],
         ),
         (
             "EXECUTE p (1, 2)",
             Write,
-            vec![Effect::Execute { name: "p".into() }],
+            vec![Effect::Execute {
+                name: "p".into(),
+                runs: true,
+            }],
         ),
         (
             "DEALLOCATE p",
@@ -220,32 +243,50 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
         (
             "CREATE TEMP TABLE x (a int)",
             Write,
-            vec![Effect::Pin(PinCause::TempObject)],
+            vec![
+                Effect::Pin(PinCause::TempObject),
+                Effect::TempObject("x".into()),
+            ],
         ),
         (
             "CREATE TEMPORARY TABLE x AS SELECT 1",
             Write,
-            vec![Effect::Pin(PinCause::TempObject)],
+            vec![
+                Effect::Pin(PinCause::TempObject),
+                Effect::TempObject("x".into()),
+            ],
         ),
         (
             "CREATE TABLE pg_temp.x (a int)",
             Write,
-            vec![Effect::Pin(PinCause::TempObject)],
+            vec![
+                Effect::Pin(PinCause::TempObject),
+                Effect::TempObject("x".into()),
+            ],
         ),
         (
             "CREATE TEMP VIEW v AS SELECT 1",
             Write,
-            vec![Effect::Pin(PinCause::TempObject)],
+            vec![
+                Effect::Pin(PinCause::TempObject),
+                Effect::TempObject("v".into()),
+            ],
         ),
         (
             "CREATE TEMP SEQUENCE s",
             Write,
-            vec![Effect::Pin(PinCause::TempObject)],
+            vec![
+                Effect::Pin(PinCause::TempObject),
+                Effect::TempObject("s".into()),
+            ],
         ),
         (
             "SELECT * INTO TEMP n FROM t",
             Write,
-            vec![Effect::Pin(PinCause::TempObject)],
+            vec![
+                Effect::Pin(PinCause::TempObject),
+                Effect::TempObject("n".into()),
+            ],
         ),
         (
             "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
@@ -253,7 +294,52 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
             vec![Effect::Pin(PinCause::TempObject)],
         ),
         ("CREATE TABLE x (a int)", Write, vec![]),
-        ("LISTEN c", Write, vec![Effect::Pin(PinCause::Listen)]),
+        (
+            "LISTEN c",
+            Write,
+            vec![Effect::Pin(PinCause::Listen), Effect::Listen("c".into())],
+        ),
+        (
+            "UNLISTEN c",
+            Write,
+            vec![Effect::Unlisten(Some("c".into()))],
+        ),
+        ("UNLISTEN *", Write, vec![Effect::Unlisten(None)]),
+        ("CLOSE c", Read, vec![Effect::CloseCursor(Some("c".into()))]),
+        ("CLOSE ALL", Read, vec![Effect::CloseCursor(None)]),
+        ("DISCARD TEMP", Write, vec![Effect::DiscardTemp]),
+        (
+            "SELECT pg_advisory_unlock_all()",
+            Write,
+            vec![Effect::AdvisoryUnlockAll],
+        ),
+        (
+            "CREATE TEMP TABLE d (a int) ON COMMIT DROP",
+            Write,
+            vec![Effect::TempObject("d".into())],
+        ),
+        (
+            "EXPLAIN EXECUTE p(1)",
+            Read,
+            vec![Effect::Execute {
+                name: "p".into(),
+                runs: false,
+            }],
+        ),
+        (
+            "CREATE TABLE c AS EXECUTE p(1)",
+            Write,
+            vec![Effect::Execute {
+                name: "p".into(),
+                runs: true,
+            }],
+        ),
+        (
+            "DO $$BEGIN PERFORM set_config('a.b', '1', false); END$$",
+            Write,
+            vec![Effect::Pin(PinCause::HiddenSet)],
+        ),
+        ("DO $$BEGIN UPDATE t SET a = 1; END$$", Write, vec![]),
         (
             "SELECT pg_advisory_lock(1)",
             Write,
@@ -278,7 +364,10 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
         (
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             Read,
-            vec![Effect::Pin(PinCause::HoldCursor)],
+            vec![
+                Effect::Pin(PinCause::HoldCursor),
+                Effect::HoldCursor("c".into()),
+            ],
         ),
         ("DECLARE c CURSOR FOR SELECT 1", Read, vec![]),
         (
@@ -356,7 +445,10 @@ fn pgsplit_settings_are_local() {
     assert_eq!(v.effects, vec![Effect::Route(RouteMode::Replica)]);
     let v = verdict("SET pgsplit.route = 'sideways'");
     assert!(!v.local_only);
-    assert_eq!((v.access, v.reason), (Access::Write, "pgsplit_invalid"));
+    assert_eq!(
+        (v.access, v.why.label()),
+        (Access::Write, "pgsplit_invalid")
+    );
 }
 
 #[test]
@@ -365,7 +457,7 @@ fn set_text_is_the_statement_alone() {
     assert_eq!(
         v.effects,
         vec![
-            set("search_path", false, "SET search_path = a"),
+            set_to("search_path", "a", "SET search_path = a"),
             set("statement_timeout", true, "SET LOCAL statement_timeout = 5"),
         ]
     );
@@ -410,7 +502,7 @@ fn comment_hints_come_from_the_lexer() {
 fn unknown_functions_are_handed_back() {
     let v = verdict("SELECT myfunc()");
     assert_eq!(v.access, Access::Read);
-    assert_eq!(v.reason, "read");
+    assert_eq!(v.why.label(), "read");
     assert_eq!(v.functions, vec![Box::from("myfunc")]);
 
     let v = verdict("SELECT MySchema.F(1), myfunc(2), myfunc(3) FROM t WHERE g(a) ORDER BY h(b)");
@@ -490,7 +582,11 @@ fn overrides_settle_names_and_write_wins() {
         "SELECT nextval('s')",
     ] {
         let v = c.classify_uncached(sql);
-        assert_eq!((v.access, v.reason), (Access::Write, "function"), "{sql}");
+        assert_eq!(
+            (v.access, v.why.label()),
+            (Access::Write, "function"),
+            "{sql}"
+        );
     }
     // The built-in write list cannot be overridden to read.
     let c = Classifier::new(&["nextval".to_string()], &[], 0);
@@ -508,7 +604,11 @@ fn overrides_settle_names_and_write_wins() {
 fn empty_messages_are_reads() {
     for sql in ["", " ", ";", "-- nothing", "/* nothing */"] {
         let v = verdict(sql);
-        assert_eq!((v.access, v.reason), (Access::Read, "empty"), "{sql:?}");
+        assert_eq!(
+            (v.access, v.why.label()),
+            (Access::Read, "empty"),
+            "{sql:?}"
+        );
     }
 }
 
@@ -538,7 +638,7 @@ fn deep_expressions_are_writes_not_crashes() {
     assert_eq!(verdict(&shallow).access, Access::Read);
     let deep = format!("SELECT myf(1){}", " + 1".repeat(60));
     assert_eq!(
-        (verdict(&deep).access, verdict(&deep).reason),
+        (verdict(&deep).access, verdict(&deep).why.label()),
         (Access::Write, "unparsable")
     );
 }
@@ -608,16 +708,8 @@ fn classifier_is_send_and_sync() {
 
 #[test]
 fn pin_cause_labels_are_distinct() {
-    use PinCause::*;
-    let all = [
-        TempObject,
-        Listen,
-        AdvisoryLock,
-        HoldCursor,
-        SessionCharacteristics,
-        Other,
-    ];
-    let labels: std::collections::HashSet<_> = all.iter().map(PinCause::label).collect();
+    let all = PinCause::ALL;
+    let labels: std::collections::HashSet<_> = all.iter().map(|c| c.label()).collect();
     assert_eq!(labels.len(), all.len());
 }
 
@@ -656,7 +748,7 @@ mod robustness {
             if v.access == Access::Read {
                 let lists = functions::FunctionLists::new(&[], &[]);
                 let full = statement::classify_parsed(&sql, &lists);
-                let harmless = full.access == Access::Read || full.reason == "unparsable";
+                let harmless = full.access == Access::Read || full.why.label() == "unparsable";
                 prop_assert!(harmless, "{}: {:?}", sql, full);
             }
         }

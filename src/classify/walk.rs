@@ -22,8 +22,18 @@ pub(crate) struct Findings {
     pub(crate) modifying: bool,
     /// A relation created TEMPORARY or named in a `pg_temp` schema.
     pub(crate) temp_relation: bool,
+    /// The names of relations created TEMPORARY or in `pg_temp`.
+    pub(crate) temp_names: Vec<String>,
+    /// A table created `ON COMMIT DROP`: it does not outlive its transaction.
+    pub(crate) on_commit_drop: bool,
     /// Every function call's name, as its parts.
     pub(crate) functions: Vec<Vec<String>>,
+    /// Every relation named (a `RangeVar`'s last name part).
+    pub(crate) relations: Vec<String>,
+    /// Constant first arguments of `current_setting(…)` calls, lower case.
+    pub(crate) setting_args: Vec<String>,
+    /// Names of prepared statements EXECUTEd anywhere.
+    pub(crate) executes: Vec<String>,
 }
 
 /// Walks `node` and everything under it.
@@ -47,12 +57,17 @@ struct Frame {
     field: &'static str,
     /// For a `FuncCall`, its index in `Findings::functions`.
     function: usize,
+    /// For a `RangeVar`: its schema is `pg_temp`.
+    temp_schema: bool,
 }
 
 struct Walker {
     findings: Findings,
     stack: Vec<Frame>,
 }
+
+/// `OnCommitAction::OncommitDrop` in pg_query's protobuf.
+const ONCOMMIT_DROP: i32 = pg_query::protobuf::OnCommitAction::OncommitDrop as i32;
 
 impl Walker {
     fn enter(&mut self, name: &'static str) {
@@ -73,6 +88,7 @@ impl Walker {
             name,
             field: "",
             function,
+            temp_schema: false,
         });
     }
 
@@ -80,7 +96,8 @@ impl Walker {
         let n = self.stack.len();
         let Some(top) = self.stack.last() else { return };
         match (top.name, top.field) {
-            // FuncCall.funcname is a list of Node { node: String { sval } }.
+            // FuncCall.funcname is a list of Node { node: String { sval } };
+            // FuncCall.args of Node { node: AConst { val: Sval(String) } }.
             ("String", "sval") if n >= 3 => {
                 let (node, call) = (&self.stack[n - 2], &self.stack[n - 3]);
                 if node.name == "Node" && call.name == "FuncCall" && call.field == "funcname" {
@@ -88,11 +105,56 @@ impl Walker {
                     if let Some(parts) = self.findings.functions.get_mut(index) {
                         parts.push(v.to_owned());
                     }
+                } else if n >= 5
+                    && node.name == "AConst"
+                    && self.stack[n - 3].name == "Node"
+                    && self.stack[n - 4].name == "FuncCall"
+                    && self.stack[n - 4].field == "args"
+                {
+                    let call = self.stack[n - 4].function;
+                    let is_setting = self
+                        .findings
+                        .functions
+                        .get(call)
+                        .and_then(|parts| parts.last())
+                        .is_some_and(|f| f == "current_setting");
+                    if is_setting {
+                        self.findings.setting_args.push(v.to_ascii_lowercase());
+                    }
                 }
             }
-            ("RangeVar", "relpersistence") if v == "t" => self.findings.temp_relation = true,
-            ("RangeVar", "schemaname") if is_temp_schema(v) => self.findings.temp_relation = true,
+            ("RangeVar", "relpersistence") if v == "t" => {
+                self.findings.temp_relation = true;
+                if let Some(name) = self.findings.relations.last() {
+                    self.findings.temp_names.push(name.clone());
+                }
+            }
+            ("RangeVar", "schemaname") if is_temp_schema(v) => {
+                self.findings.temp_relation = true;
+                if let Some(top) = self.stack.last_mut() {
+                    top.temp_schema = true;
+                }
+            }
+            ("RangeVar", "relname") => {
+                self.findings.relations.push(v.to_owned());
+                if top.temp_schema {
+                    self.findings.temp_names.push(v.to_owned());
+                }
+            }
+            ("ExecuteStmt", "name") => self.findings.executes.push(v.to_owned()),
             _ => {}
+        }
+    }
+
+    fn int(&mut self, v: i32) {
+        if let Some(top) = self.stack.last() {
+            if matches!(
+                (top.name, top.field),
+                ("CreateStmt", "oncommit") | ("IntoClause", "on_commit")
+            ) && v == ONCOMMIT_DROP
+            {
+                self.findings.on_commit_drop = true;
+            }
         }
     }
 }
@@ -141,7 +203,8 @@ impl ser::Serializer for &mut Walker {
     fn serialize_i16(self, _: i16) -> Res {
         Ok(())
     }
-    fn serialize_i32(self, _: i32) -> Res {
+    fn serialize_i32(self, v: i32) -> Res {
+        self.int(v);
         Ok(())
     }
     fn serialize_i64(self, _: i64) -> Res {

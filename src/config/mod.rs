@@ -290,6 +290,14 @@ pub struct Routing {
     pub write_functions: Vec<String>,
     /// Statement texts whose verdict is cached. Default 10000; 0 disables.
     pub classify_cache: usize,
+    /// Relations (views, tables) describing a node's own runtime state: on
+    /// the read-write port, reads of them go to the primary, since a replica
+    /// would answer about itself. An entry ending in `*` matches a prefix.
+    /// Default: `pg_stat_*`, `pg_statio_*`, `pg_locks`, `pg_prepared_xacts`,
+    /// `pg_replication_slots`, `pg_replication_origin_status`, `pg_settings`,
+    /// `pg_backend_memory_contexts`, `pg_file_settings`, `pg_hba_file_rules`,
+    /// `pg_ident_file_mappings`, `pg_shmem_allocations`.
+    pub primary_relations: Vec<String>,
 }
 
 impl Default for Routing {
@@ -300,6 +308,10 @@ impl Default for Routing {
             read_functions: Vec::new(),
             write_functions: Vec::new(),
             classify_cache: 10_000,
+            primary_relations: crate::classify::DEFAULT_PRIMARY_RELATIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

@@ -175,7 +175,7 @@ impl Split {
     /// function left unsettled, nothing that needs the primary or pins.
     fn may_read(&self, verdict: &Verdict, functions: &Functions) -> Result<(), &'static str> {
         if verdict.access != Access::Read {
-            return Err(verdict.reason);
+            return Err(verdict.why.label());
         }
         for name in &verdict.functions {
             match functions.settle(name) {
@@ -211,7 +211,7 @@ impl Split {
                     functions: names,
                     ..
                 } if names.iter().all(|n| functions.settle(n) == Some(true)) => {}
-                Effect::Execute { name } => match self.prepared.get(name.as_str()) {
+                Effect::Execute { name, .. } => match self.prepared.get(name.as_str()) {
                     Some(p) if p.read => {}
                     _ => return Err("write"),
                 },
@@ -392,7 +392,7 @@ impl Split {
                 StmtRef::Query(text) => {
                     let verdict = Self::verdict(classifier, text, observe);
                     for effect in &verdict.effects {
-                        if let Effect::Execute { name } = effect {
+                        if let Effect::Execute { name, .. } = effect {
                             self.replay(name.as_bytes(), synced, &mut ext, &mut sql);
                         }
                     }
@@ -495,7 +495,7 @@ impl Split {
             StmtRef::Query(text) => !Self::verdict(classifier, text, observe)
                 .effects
                 .iter()
-                .any(|e| matches!(e, Effect::Execute { name } if !holds(name.as_bytes()))),
+                .any(|e| matches!(e, Effect::Execute { name, .. } if !holds(name.as_bytes()))),
         });
         walked == Ok(true)
     }
@@ -610,6 +610,7 @@ impl Split {
                     sql,
                     read,
                     functions,
+                    ..
                 } => {
                     self.next_version += 1;
                     let version = self.next_version;
@@ -637,7 +638,7 @@ impl Split {
                 Effect::Route(mode) => {
                     self.route = (*mode != RouteMode::Auto).then_some(*mode);
                 }
-                Effect::Execute { .. } | Effect::MinLsn(_) => {}
+                _ => {}
             }
         }
     }

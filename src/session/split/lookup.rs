@@ -136,7 +136,7 @@ impl<'a> Verdicts<'a> {
         let started = Instant::now();
         let verdict = match std::str::from_utf8(sql) {
             Ok(text) => self.classifier.classify(text),
-            Err(_) => Arc::new(Verdict::write("unparsable")),
+            Err(_) => Arc::new(Verdict::write(crate::classify::Why::Unparsable)),
         };
         observe.classified(started);
         memo.sql.clear();
