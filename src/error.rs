@@ -30,4 +30,6 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const READ_ONLY_TRANSACTION: &str = "25006";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    pub const OUT_OF_MEMORY: &str = "53200";
 }

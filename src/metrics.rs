@@ -12,7 +12,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::route::Listener;
+use crate::classify::PinCause;
+use crate::pool::PoolGauges;
+use crate::router::Listener;
 use crate::topology::{Role, Snapshot};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,12 +147,28 @@ pub struct Metrics {
     pub primary_changes: Counter,
     config_reloads: Family<ResultLabel, Counter>,
     server_connections: Family<ServerLabels, Gauge>,
+    pool_waiting: Family<BackendLabel, Gauge>,
+    pool_wait_seconds: Family<BackendLabel, Histogram>,
+    internal_queries: Family<InternalLabels, Counter>,
+    prepared: [Counter; 3],
     pins: Family<CauseLabel, Counter>,
+    pinned_sessions: Family<CauseLabel, Gauge>,
     ryw: Family<OutcomeLabel, Counter>,
     /// Time reads waited for a replica to reach their session's LSN.
     pub ryw_wait_seconds: Histogram,
     /// Time to classify one message's SQL (cache hits included).
     pub classify_seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InternalLabels {
+    backend: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -220,9 +238,45 @@ impl Metrics {
         let pins = Family::<CauseLabel, Counter>::default();
         registry.register(
             "pgsplit_session_pins",
-            "Sessions pinned to the primary, by what pinned them",
+            "Sessions that became pinned to their server connection, by what pinned them",
             pins.clone(),
         );
+        let pinned_sessions = Family::<CauseLabel, Gauge>::default();
+        registry.register(
+            "pgsplit_pinned_sessions",
+            "Sessions pinned to their server connection now, by cause (a session with two causes counts under both)",
+            pinned_sessions.clone(),
+        );
+        let pool_waiting = Family::<BackendLabel, Gauge>::default();
+        registry.register(
+            "pgsplit_pool_waiting_clients",
+            "Sessions waiting for a server connection to a backend (all of its connections are in use)",
+            pool_waiting.clone(),
+        );
+        let pool_wait_seconds = Family::<BackendLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "pgsplit_pool_wait_seconds",
+            "How long sessions waited for a server connection when all were in use",
+            pool_wait_seconds.clone(),
+        );
+        let internal_queries = Family::<InternalLabels, Counter>::default();
+        registry.register(
+            "pgsplit_internal_queries",
+            "Queries pgsplit sent on its own behalf, by backend and kind (probe, position, catalog, sync, login)",
+            internal_queries.clone(),
+        );
+        let prepared_family = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "pgsplit_prepared_statements",
+            "Client Parses of named statements: prepared on a server connection, reused from one, or evicted from one",
+            prepared_family.clone(),
+        );
+        let prepared = ["prepared", "reused", "evicted"]
+            .map(|event| prepared_family.get_or_create(&EventLabel { event }).clone());
         let classify_seconds = Histogram::new([
             0.000_000_5,
             0.000_001,
@@ -360,33 +414,60 @@ impl Metrics {
             primary_changes,
             config_reloads,
             server_connections,
+            pool_waiting,
+            pool_wait_seconds,
+            internal_queries,
+            prepared,
             pins,
+            pinned_sessions,
             ryw,
             ryw_wait_seconds,
             classify_seconds,
         }
     }
 
-    /// Counts a server connection in use by a session until the guard drops.
-    pub fn server_in_use(&self, backend: &str) -> InUse {
-        let gauge = self
-            .server_connections
-            .get_or_create(&ServerLabels {
-                backend: backend.to_owned(),
-                state: "in_use",
-            })
-            .clone();
-        InUse::of(&gauge)
+    /// The handles the pool keeps up to date for `backend`.
+    pub fn pool_gauges(&self, backend: &str) -> PoolGauges {
+        let state = |state| {
+            self.server_connections
+                .get_or_create(&ServerLabels {
+                    backend: backend.to_owned(),
+                    state,
+                })
+                .clone()
+        };
+        let label = BackendLabel {
+            backend: backend.to_owned(),
+        };
+        let in_use = state("in_use");
+        let idle = state("idle");
+        let waiting = self.pool_waiting.get_or_create(&label).clone();
+        let wait_seconds = self.pool_wait_seconds.get_or_create(&label).clone();
+        PoolGauges {
+            in_use,
+            idle,
+            waiting,
+            wait_seconds,
+        }
     }
 
-    /// The `idle` gauge of `backend`'s server connections (the pool keeps it).
-    pub fn server_idle_gauge(&self, backend: &str) -> Gauge {
-        self.server_connections
-            .get_or_create(&ServerLabels {
+    /// Counts a query pgsplit sent on its own behalf.
+    pub fn internal_query(&self, backend: &str, kind: &'static str) {
+        self.internal_queries
+            .get_or_create(&InternalLabels {
                 backend: backend.to_owned(),
-                state: "idle",
+                kind,
             })
-            .clone()
+            .inc();
+    }
+
+    /// Counts what forwarding did with shared prepared statements.
+    pub fn prepared_statements(&self, prepared: u32, reused: u32, evicted: u32) {
+        for (counter, n) in self.prepared.iter().zip([prepared, reused, evicted]) {
+            if n > 0 {
+                counter.inc_by(u64::from(n));
+            }
+        }
     }
 
     /// Server connections to `backend`: (in use, idle in the pool).
@@ -409,9 +490,15 @@ impl Metrics {
         self.ryw.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// Counts a session pinned to the primary.
-    pub fn pinned(&self, cause: &'static str) {
-        self.pins.get_or_create(&CauseLabel { cause }).inc();
+    /// A session gained (`delta` 1) or lost (-1) a pin cause.
+    pub fn pinned(&self, cause: PinCause, delta: i64) {
+        let label = CauseLabel {
+            cause: cause.label(),
+        };
+        self.pinned_sessions.get_or_create(&label).inc_by(delta);
+        if delta > 0 {
+            self.pins.get_or_create(&label).inc();
+        }
     }
 
     /// Counts a configuration reload.
@@ -493,13 +580,6 @@ fn to_prometheus_text(open_metrics: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-impl crate::session::split::Observe for Metrics {
-    fn classified(&self, started: std::time::Instant) {
-        self.classify_seconds
-            .observe(started.elapsed().as_secs_f64());
-    }
 }
 
 #[cfg(test)]

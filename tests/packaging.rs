@@ -539,7 +539,14 @@ fn exported_metric_names() -> BTreeSet<String> {
     let metrics = Metrics::new();
     metrics.read_write.client_error("53300");
     metrics.config_reload("success");
-    let _in_use = metrics.server_in_use("pg1");
+    let gauges = metrics.pool_gauges("pg1");
+    gauges.in_use.inc();
+    gauges.waiting.inc();
+    gauges.wait_seconds.observe(0.01);
+    metrics.internal_query("pg1", "probe");
+    metrics.prepared_statements(1, 1, 1);
+    metrics.pinned(pgsplit::classify::PinCause::Listen, 1);
+    metrics.read_your_writes("known");
     let snapshot = Snapshot {
         backends: vec![BackendStatus {
             name: "pg1".into(),

@@ -9,13 +9,22 @@ use common::*;
 async fn read_write_port_splits_and_read_only_port_reads_a_replica() {
     let env = Env::start(Setup::default()).await;
     let rw = env.connect(env.rw).await;
-    // A read on the read-write port goes to a replica, a write to the primary.
+    // A read on the read-write port goes to a replica, a write to the
+    // primary; a question about the server itself is the primary's.
     let row = rw
-        .query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[])
+        .query_one("SELECT inet_server_port()", &[])
         .await
         .unwrap();
     assert!(env.replica_ports().contains(&(row.get::<_, i32>(0) as u16)));
-    assert!(row.get::<_, bool>(1));
+    let row = rw
+        .query_one("SELECT pg_is_in_recovery(), inet_server_port()", &[])
+        .await
+        .unwrap();
+    assert!(
+        !row.get::<_, bool>(0),
+        "the read-write port is the primary's"
+    );
+    assert_eq!(row.get::<_, i32>(1), i32::from(env.primary_port()));
     rw.batch_execute("CREATE TABLE w(port int)").await.unwrap();
     let row = rw
         .query_one(
@@ -179,20 +188,26 @@ async fn metrics_move_with_traffic() {
         "pgsplit_statements_total{listener=\"read_write\",target=\"primary\",reason=\"hint\"}";
     assert_eq!(sample(&after, hinted), 5.0);
     assert!(after.contains("pgsplit_classify_duration_seconds_count"));
-    // The read-write session holds its primary connection; the replica
-    // connection its reads borrowed is back in the pool. The read-only
-    // session holds its replica connection.
+    // Transaction pooling: between transactions neither session holds a
+    // server connection; the ones they used wait in the pool.
     assert_eq!(
         sample(
             &after,
             "pgsplit_server_connections{backend=\"pg1\",state=\"in_use\"}"
         ),
-        1.0
+        0.0
     );
     assert_eq!(
         sample(
             &after,
             "pgsplit_server_connections{backend=\"pg2\",state=\"in_use\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "pgsplit_server_connections{backend=\"pg1\",state=\"idle\"}"
         ),
         1.0
     );
@@ -212,7 +227,7 @@ async fn metrics_move_with_traffic() {
         assert_eq!(l["client_connections"], 1, "{body}");
     }
     assert_eq!(listeners.len(), 2, "{body}");
-    for (backend, in_use) in [("pg1", 1), ("pg2", 1)] {
+    for (backend, in_use) in [("pg1", 0), ("pg2", 0)] {
         let server = json["servers"]
             .as_array()
             .unwrap()

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
-use crate::route::Listener;
+use crate::router::Listener;
 
 /// Accepts admin connections until `stop`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {

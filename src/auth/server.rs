@@ -20,8 +20,9 @@ const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 pub struct ServerLogin {
     /// The server's own cancel key (never shown to the client).
     pub key: CancelKey,
-    /// The server's ParameterStatus messages, as wire bytes, to replay to a client.
-    pub parameters: BytesMut,
+    /// The server's ParameterStatus and NoticeResponse messages, as wire
+    /// bytes, to replay to a client logging in.
+    pub greeting: BytesMut,
 }
 
 /// Why a login to a server failed.
@@ -59,7 +60,7 @@ pub async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
 
     let mut scram: Option<ScramSha256> = None;
     let mut key = None;
-    let mut parameters = BytesMut::new();
+    let mut greeting = BytesMut::new();
     let password = || {
         user.password
             .as_ref()
@@ -111,18 +112,20 @@ pub async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
                     return Err(LoginError::Unsupported(format!("code {code}")))
                 }
             },
-            tag::PARAMETER_STATUS => {
-                message::parameter_status(&buf)?;
-                parameters.put_u8(t);
-                parameters.put_i32(buf.len() as i32 + 4);
-                parameters.extend_from_slice(&buf);
+            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE => {
+                if t == tag::PARAMETER_STATUS {
+                    message::parameter_status(&buf)?;
+                }
+                greeting.put_u8(t);
+                greeting.put_i32(buf.len() as i32 + 4);
+                greeting.extend_from_slice(&buf);
             }
             tag::BACKEND_KEY_DATA => key = Some(message::backend_key_data(&buf)?),
             tag::READY_FOR_QUERY => {
                 let key = key.ok_or(ProtocolError::Malformed {
                     what: "login without BackendKeyData",
                 })?;
-                return Ok(ServerLogin { key, parameters });
+                return Ok(ServerLogin { key, greeting });
             }
             tag::ERROR_RESPONSE => {
                 let f = ErrorFields::parse(&buf)?;
@@ -131,7 +134,7 @@ pub async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
                     message: f.message.to_owned(),
                 });
             }
-            // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+            // NegotiateProtocolVersion: nothing to do.
             _ => {}
         }
     }

@@ -13,6 +13,7 @@
 //! views, user-defined operators and casts, attribute-notation calls
 //! (`t.f` meaning `f(t)`), and user overloads of built-in names.
 
+pub mod catalog;
 mod fast;
 mod functions;
 mod key;
@@ -387,6 +388,11 @@ impl Classifier {
         }
         map.insert(key.into(), Arc::clone(&verdict));
         verdict
+    }
+
+    /// How a function `schema.name` settles by the lists alone.
+    pub(crate) fn settle_function(&self, schema: &str, name: &str) -> functions::Settled {
+        self.lists.settle(&[schema, name])
     }
 
     /// Classifies `sql` without the cache.

@@ -61,6 +61,8 @@ pub struct Config {
     #[serde(default)]
     pub consistency: Consistency,
     #[serde(default)]
+    pub pool: Pool,
+    #[serde(default)]
     pub runtime: Runtime,
     /// The Postgres nodes. Roles are discovered, never configured.
     #[serde(default)]
@@ -259,6 +261,10 @@ pub struct Consistency {
     /// Lsn mode: how long a read may wait for a replica to reach the
     /// session's LSN before going to the primary. Default 0 (no wait).
     pub max_wait_ms: u64,
+    /// Lsn mode: while reads wait for replica positions pgsplit does not
+    /// know yet, it polls the primary and the replicas (on its own
+    /// connections) at most this often. Default 5.
+    pub poll_ms: u64,
 }
 
 impl Default for Consistency {
@@ -267,6 +273,7 @@ impl Default for Consistency {
             mode: ConsistencyMode::Lsn,
             window_ms: 5000,
             max_wait_ms: 0,
+            poll_ms: 5,
         }
     }
 }
@@ -312,6 +319,41 @@ impl Default for Routing {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+        }
+    }
+}
+
+/// How long a client keeps a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Only for a transaction: between transactions a client holds no
+    /// server connection (unless something pins it to one).
+    #[default]
+    Transaction,
+    /// For the client's whole session (its own primary connection on the
+    /// read-write port, its own replica on the read-only port).
+    Session,
+}
+
+/// `[pool]`: server connection pooling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pool {
+    /// `"transaction"` (default) or `"session"`, on both ports. Reloadable
+    /// (applies to new clients).
+    pub mode: PoolMode,
+    /// Protocol-level prepared statements one server connection keeps
+    /// (shared by the sessions that use it); the least recently used one is
+    /// closed past this. Default 500. Reloadable.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            mode: PoolMode::Transaction,
+            max_prepared_statements: 500,
         }
     }
 }
@@ -572,6 +614,12 @@ impl Config {
         }
         if !(self.health.readmit_fraction > 0.0 && self.health.readmit_fraction <= 1.0) {
             return Err(invalid("health.readmit_fraction", "must be in (0, 1]"));
+        }
+        if self.pool.max_prepared_statements == 0 {
+            return Err(invalid(
+                "pool.max_prepared_statements",
+                "must be at least 1",
+            ));
         }
         if self.runtime.worker_threads == Some(0) {
             return Err(invalid("runtime.worker_threads", "must be at least 1"));

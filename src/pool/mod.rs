@@ -1,247 +1,502 @@
-//! Server connections: opening a TCP connection to a backend and logging in as
-//! the client's user ([`connect`]), one request/reply exchange on a connection
-//! pgsplit itself drives ([`exchange`]), and the pool of idle connections
-//! ([`idle::Pool`]) that sessions borrow from and give back to.
+//! Server connections: the pool sessions take them from and give them back
+//! to, per backend and login, within `limits.max_server_connections` per
+//! backend.
+//!
+//! - A connection is only ever given back idle: ReadyForQuery `I`, nothing
+//!   unread, no request in flight. Whatever else it holds (settings of the
+//!   session that used it, shared prepared statements) is recorded on it, so
+//!   the next session brings it to its own state (see `session`).
+//! - When a backend is full, sessions wait in FIFO order: a connection given
+//!   back goes to the first waiter of its login; for a waiter of another
+//!   login it is closed, making room for a new one. A waiter gives up after
+//!   `server_wait_timeout_ms` with 53300.
+//! - Idle connections are kept per worker thread (a socket wakes the runtime
+//!   it is registered with); a session takes another thread's before it
+//!   waits, moving the socket to its own runtime.
+//! - A connection that has anything to say while idle (the server closed it,
+//!   a restart, `pg_terminate_backend`) or that waited longer than the idle
+//!   timeout is dropped when taken, never handed out.
+//! - What a client logging in is told (the server's ParameterStatus) is
+//!   cached per backend and login, so a login needs no server connection
+//!   once one was made.
 
-pub mod idle;
+pub mod conn;
+pub mod statements;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::oneshot;
 
-use crate::auth::server::{login, LoginError};
+pub use conn::{exchange, query, ConnectError, Greeting, Login, ServerConn, Target};
+
 use crate::auth::UserEntry;
-use crate::cancel::CancelTarget;
-use crate::protocol::frame::split_frame;
-use crate::protocol::startup::CancelKey;
-use crate::protocol::{message, tag};
-use crate::route::Target;
 
-/// A logged-in connection to one backend.
-#[derive(Debug)]
-pub struct ServerConn {
-    pub stream: TcpStream,
-    /// Index of the configured backend.
-    pub backend: usize,
-    pub name: String,
-    /// The configured `host:port`.
-    pub address: String,
-    pub addr: SocketAddr,
-    /// The server's own cancel key.
-    pub key: CancelKey,
-    /// ParameterStatus messages from login, as wire bytes.
-    pub parameters: BytesMut,
-    /// Logged in with `default_transaction_read_only = on` (a read-only
-    /// session served by the primary).
-    pub read_only: bool,
-    /// Counts this connection in `pgsplit_server_connections` while it lives.
-    pub in_use: Option<crate::metrics::InUse>,
-    /// Its backend's `in_use` gauge, once known.
-    pub in_use_gauge: Option<prometheus_client::metrics::gauge::Gauge>,
-    /// How much of its session's state this connection holds.
-    pub synced: Synced,
-    /// Its place under `limits.max_server_connections` (freed on drop).
-    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// Whether an idle server connection has nothing to say: not closed, no
-/// message waiting (an idle server only speaks to say goodbye or to notify).
-pub fn quiet(server: &ServerConn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(server.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-/// The session state a server connection holds, as versions of the session's
-/// own records (see `session::split`): settings up to `set_version` within
-/// `epoch` (bumped by RESET ALL / DISCARD ALL), and prepared statements by
-/// name and version.
-#[derive(Debug, Default)]
-pub struct Synced {
-    pub epoch: u64,
-    pub set_version: u64,
-    pub prepared: std::collections::HashMap<Box<str>, u64>,
-}
-
-impl Synced {
-    /// Holds no setting and no prepared statement of any session.
-    pub fn is_empty(&self) -> bool {
-        self.set_version == 0 && self.prepared.is_empty()
-    }
-}
-
-impl ServerConn {
-    pub fn cancel_target(&self) -> CancelTarget {
-        CancelTarget {
-            addr: self.addr,
-            key: self.key,
-        }
-    }
-}
-
-/// Why no server connection could be had.
+/// No connection came free in time.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("pgsplit could not connect to backend {backend} ({address}): {source}")]
-    Unreachable {
-        backend: String,
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("pgsplit timed out after {ms} ms connecting to backend {backend} ({address})")]
-    Timeout {
-        backend: String,
-        address: String,
-        ms: u128,
-    },
-    #[error("backend {backend}: {source}")]
-    Login {
-        backend: String,
-        #[source]
-        source: LoginError,
-    },
+#[error("all {max} connections to backend {backend} are in use (limits.max_server_connections); none came free within {waited_ms} ms")]
+pub struct PoolTimeout {
+    pub backend: String,
+    pub max: usize,
+    pub waited_ms: u128,
 }
 
-impl ConnectError {
-    /// SQLSTATE for the client: the server's own code when it refused us (an
-    /// unknown database is 3D000 whoever asks), else 08001.
-    pub fn sqlstate(&self) -> &str {
-        match self {
-            ConnectError::Login {
-                source: LoginError::Refused { code, .. },
-                ..
-            } => code,
-            _ => "08001",
-        }
-    }
-
-    /// The message for the client: the server's own words when it refused us.
-    pub fn client_message(&self) -> String {
-        match self {
-            ConnectError::Login {
-                source: LoginError::Refused { message, .. },
-                ..
-            } => message.clone(),
-            other => other.to_string(),
-        }
-    }
-
-    /// True when another backend might do better (the server was unreachable).
-    pub fn is_unreachable(&self) -> bool {
-        !matches!(
-            self,
-            ConnectError::Login {
-                source: LoginError::Refused { .. },
-                ..
-            }
-        )
-    }
+/// Why a session got no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Timeout(#[from] PoolTimeout),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
-/// Connects to `target` and logs in with `params` (which must include `user`
-/// and `database`), all within `timeout`.
-pub async fn connect(
-    target: &Target,
-    user: &UserEntry,
-    params: &[(&str, &str)],
-    timeout: Duration,
-) -> Result<ServerConn, ConnectError> {
-    let timed_out = || ConnectError::Timeout {
-        backend: target.name.clone(),
-        address: target.address.clone(),
-        ms: timeout.as_millis(),
-    };
-    let work = async {
-        let stream = TcpStream::connect(&target.address)
-            .await
-            .map_err(|source| ConnectError::Unreachable {
-                backend: target.name.clone(),
-                address: target.address.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true).ok();
-        let addr = stream
-            .peer_addr()
-            .map_err(|source| ConnectError::Unreachable {
-                backend: target.name.clone(),
-                address: target.address.clone(),
-                source,
-            })?;
-        let mut stream = stream;
-        let read_only = [("default_transaction_read_only", "on")];
-        let extra: &[(&str, &str)] = if target.read_only { &read_only } else { &[] };
-        let login = login(&mut stream, user, params.iter().chain(extra).copied())
-            .await
-            .map_err(|source| ConnectError::Login {
-                backend: target.name.clone(),
-                source,
-            })?;
-        Ok(ServerConn {
-            stream,
-            backend: target.backend,
-            name: target.name.clone(),
-            address: target.address.clone(),
-            addr,
-            key: login.key,
-            parameters: login.parameters,
-            read_only: target.read_only,
-            in_use: None,
-            in_use_gauge: None,
-            synced: Synced::default(),
-            permit: None,
-        })
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| timed_out())?
+/// The metrics the pool keeps up to date, per backend.
+#[derive(Debug, Clone)]
+pub struct PoolGauges {
+    pub in_use: Gauge,
+    pub idle: Gauge,
+    pub waiting: Gauge,
+    pub wait_seconds: Histogram,
 }
 
-/// Sends `out` and reads the server's replies up to the `replies`-th
-/// ReadyForQuery, starting with the `leftover` bytes already read; DataRows
-/// go to `rows` (as text) when given. Returns the first error the server
-/// reported, if any. Err: the connection is unusable.
-pub async fn exchange(
-    server: &mut ServerConn,
-    out: &[u8],
-    replies: u32,
-    mut pending: BytesMut,
+/// Idle connections are kept per login and per thread.
+type IdleKey = (Option<std::thread::ThreadId>, Arc<str>);
+
+/// What a waiter is handed.
+enum Grant {
+    /// An idle connection of its login.
+    Conn(ServerConn),
+    /// Room for a new one.
+    Slot(Slot),
+}
+
+struct Waiter {
+    login: Arc<str>,
+    grant: oneshot::Sender<Grant>,
+}
+
+struct Backend {
+    address: Arc<str>,
     max: usize,
-    mut rows: Option<&mut Vec<Vec<Option<String>>>>,
-) -> Result<Option<String>, ()> {
-    server.stream.write_all(out).await.map_err(drop)?;
-    let mut seen = 0;
-    let mut error = None;
-    while seen < replies {
-        match split_frame(&pending, max).map_err(drop)? {
-            Some(frame) => {
-                match frame.tag {
-                    tag::READY_FOR_QUERY => seen += 1,
-                    tag::DATA_ROW => {
-                        if let Some(rows) = rows.as_deref_mut() {
-                            rows.push(message::data_row_text(frame.body).map_err(drop)?);
-                        }
-                    }
-                    tag::ERROR_RESPONSE if error.is_none() => {
-                        error = Some(match message::ErrorFields::parse(frame.body) {
-                            Ok(f) => format!("{} ({})", f.message, f.code),
-                            Err(_) => "an unreadable error".to_owned(),
-                        });
-                    }
-                    _ => {}
+    /// Connections open or being opened (idle ones included).
+    open: usize,
+    idle: HashMap<IdleKey, Vec<ServerConn>>,
+    waiters: VecDeque<Waiter>,
+    greetings: HashMap<Arc<str>, Arc<Greeting>>,
+    gauges: PoolGauges,
+}
+
+struct Inner {
+    backends: Mutex<HashMap<Arc<str>, Backend>>,
+    per_thread: AtomicBool,
+    serial: AtomicU64,
+}
+
+/// See the module doc. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            inner: Arc::new(Inner {
+                backends: Mutex::new(HashMap::new()),
+                per_thread: AtomicBool::new(false),
+                serial: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// A connection's place under the bound; freed (and handed to the first
+/// waiter) when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    pool: Weak<Inner>,
+    backend: Arc<str>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(inner) = self.pool.upgrade() else {
+            return;
+        };
+        let mut backends = lock(&inner.backends);
+        let Some(b) = backends.get_mut(&self.backend) else {
+            return;
+        };
+        b.open = b.open.saturating_sub(1);
+        // The first waiter takes the room.
+        while let Some(w) = b.waiters.pop_front() {
+            b.gauges.waiting.dec();
+            b.open += 1;
+            let slot = Slot {
+                pool: self.pool.clone(),
+                backend: Arc::clone(&self.backend),
+            };
+            match w.grant.send(Grant::Slot(slot)) {
+                Ok(()) => break,
+                Err(Grant::Slot(mut slot)) => {
+                    // Gone: undo, without this drop taking the lock again.
+                    b.open -= 1;
+                    slot.pool = Weak::new();
                 }
-                let len = frame.wire_len();
-                pending.advance(len);
-            }
-            None => {
-                pending.reserve(4096);
-                if server.stream.read_buf(&mut pending).await.map_err(drop)? == 0 {
-                    return Err(());
-                }
+                Err(Grant::Conn(_)) => unreachable!("a slot was sent"),
             }
         }
     }
-    Ok(error)
 }
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one checkout attempt came to.
+enum Next {
+    Got(ServerConn, PoolGauges),
+    Open(Slot, PoolGauges),
+    Wait(oneshot::Receiver<Grant>, PoolGauges),
+}
+
+/// How a checkout went, for its caller's bookkeeping.
+pub struct Checkout {
+    pub conn: ServerConn,
+    /// A new connection was opened for it.
+    pub fresh: bool,
+    /// The backend's metric handles.
+    pub gauges: PoolGauges,
+}
+
+impl Pool {
+    /// Keep idle connections per thread (sessions run on worker threads).
+    pub fn set_per_thread(&self, on: bool) {
+        self.inner.per_thread.store(on, Ordering::Relaxed);
+    }
+
+    fn key(&self, login: &Arc<str>) -> IdleKey {
+        let thread = self
+            .inner
+            .per_thread
+            .load(Ordering::Relaxed)
+            .then(|| std::thread::current().id());
+        (thread, Arc::clone(login))
+    }
+
+    /// A connection to `target` for `login`: an idle one (preferably
+    /// `prefer`, the session's last), else a new one, else the first freed,
+    /// waiting up to `wait`. `max` and `gauges` apply when the backend is
+    /// first seen.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn checkout(
+        &self,
+        target: &Target,
+        login: &Login,
+        user: &UserEntry,
+        prefer: Option<u64>,
+        max: usize,
+        wait: Duration,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        gauges: impl FnOnce() -> PoolGauges,
+    ) -> Result<Checkout, PoolError> {
+        let started = Instant::now();
+        let (receiver, waiting_gauges) =
+            match self.try_checkout(target, login, prefer, max, idle_timeout, gauges) {
+                Next::Got(mut conn, gauges) => {
+                    conn.adopt().ok();
+                    return Ok(Checkout {
+                        conn,
+                        fresh: false,
+                        gauges,
+                    });
+                }
+                Next::Open(slot, gauges) => {
+                    return self
+                        .open(target, login, user, slot, connect_timeout, gauges)
+                        .await;
+                }
+                Next::Wait(receiver, gauges) => (receiver, gauges),
+            };
+        let max = self.max_of(&target.name);
+        let granted = tokio::time::timeout(wait, receiver).await;
+        waiting_gauges
+            .wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match granted {
+            Ok(Ok(Grant::Conn(mut conn))) => {
+                conn.adopt().ok();
+                Ok(Checkout {
+                    conn,
+                    fresh: false,
+                    gauges: waiting_gauges,
+                })
+            }
+            Ok(Ok(Grant::Slot(slot))) => {
+                self.open(target, login, user, slot, connect_timeout, waiting_gauges)
+                    .await
+            }
+            Ok(Err(_)) | Err(_) => {
+                // Timed out (or the pool dropped us): leave the queue.
+                self.forget_waiters(&target.name);
+                Err(PoolTimeout {
+                    backend: target.name.to_string(),
+                    max,
+                    waited_ms: started.elapsed().as_millis(),
+                }
+                .into())
+            }
+        }
+    }
+
+    /// One attempt, without waiting: an idle connection, room for a new
+    /// one, or a place in the queue.
+    fn try_checkout(
+        &self,
+        target: &Target,
+        login: &Login,
+        prefer: Option<u64>,
+        max: usize,
+        idle_timeout: Duration,
+        gauges: impl FnOnce() -> PoolGauges,
+    ) -> Next {
+        let mut stale = Vec::new();
+        let next = {
+            let mut backends = lock(&self.inner.backends);
+            let b = backends
+                .entry(Arc::clone(&target.name))
+                .or_insert_with(|| Backend {
+                    address: Arc::clone(&target.address),
+                    max,
+                    open: 0,
+                    idle: HashMap::new(),
+                    waiters: VecDeque::new(),
+                    greetings: HashMap::new(),
+                    gauges: gauges(),
+                });
+            if b.address != target.address {
+                // The backend moved (a reload): its idle connections go.
+                for (_, list) in b.idle.drain() {
+                    b.gauges.idle.dec_by(list.len() as i64);
+                    stale.extend(list);
+                }
+                b.greetings.clear();
+                b.address = Arc::clone(&target.address);
+            }
+            if let Some(conn) = self.take_idle(b, &login.key, prefer, idle_timeout, &mut stale) {
+                Next::Got(conn, b.gauges.clone())
+            } else if b.open < b.max {
+                b.open += 1;
+                let slot = Slot {
+                    pool: Arc::downgrade(&self.inner),
+                    backend: Arc::clone(&target.name),
+                };
+                Next::Open(slot, b.gauges.clone())
+            } else if let Some(mut victim) = b
+                .idle
+                .values_mut()
+                .find(|l| !l.is_empty())
+                .and_then(Vec::pop)
+            {
+                // Full: an idle connection of another login makes room
+                // (there are no waiters then: a connection given back goes
+                // to them). Its place becomes ours: closing it frees nothing.
+                b.gauges.idle.dec();
+                victim.slot.pool = Weak::new();
+                stale.push(victim);
+                let slot = Slot {
+                    pool: Arc::downgrade(&self.inner),
+                    backend: Arc::clone(&target.name),
+                };
+                Next::Open(slot, b.gauges.clone())
+            } else {
+                let (tx, rx) = oneshot::channel();
+                b.waiters.push_back(Waiter {
+                    login: Arc::clone(&login.key),
+                    grant: tx,
+                });
+                b.gauges.waiting.inc();
+                Next::Wait(rx, b.gauges.clone())
+            }
+        };
+        // Closed outside the lock (a slot's drop takes it).
+        drop(stale);
+        next
+    }
+
+    fn max_of(&self, backend: &str) -> usize {
+        lock(&self.inner.backends).get(backend).map_or(0, |b| b.max)
+    }
+
+    /// Drops waiters that gave up.
+    fn forget_waiters(&self, backend: &str) {
+        let mut backends = lock(&self.inner.backends);
+        if let Some(b) = backends.get_mut(backend) {
+            let before = b.waiters.len();
+            b.waiters.retain(|w| !w.grant.is_closed());
+            b.gauges.waiting.dec_by((before - b.waiters.len()) as i64);
+        }
+    }
+
+    /// Takes a live idle connection of `login`: the preferred one, else the
+    /// newest of this thread, else another thread's. Dead or stale ones go
+    /// to `stale` (closed by the caller, outside the lock).
+    fn take_idle(
+        &self,
+        b: &mut Backend,
+        login: &Arc<str>,
+        prefer: Option<u64>,
+        idle_timeout: Duration,
+        stale: &mut Vec<ServerConn>,
+    ) -> Option<ServerConn> {
+        let key = self.key(login);
+        let mut keys: Vec<IdleKey> = vec![key.clone()];
+        if key.0.is_some() {
+            keys.extend(
+                b.idle
+                    .keys()
+                    .filter(|k| k.1 == *login && **k != key)
+                    .cloned(),
+            );
+        }
+        for k in keys {
+            let Some(list) = b.idle.get_mut(&k) else {
+                continue;
+            };
+            if let Some(serial) = prefer {
+                if let Some(pos) = list.iter().position(|c| c.serial == serial) {
+                    let conn = list.remove(pos);
+                    b.gauges.idle.dec();
+                    if conn.idle_since.elapsed() < idle_timeout && conn.quiet() {
+                        return Some(conn);
+                    }
+                    stale.push(conn);
+                }
+            }
+            while let Some(conn) = list.pop() {
+                b.gauges.idle.dec();
+                if conn.idle_since.elapsed() < idle_timeout && conn.quiet() {
+                    return Some(conn);
+                }
+                tracing::debug!(backend = %conn.name, serial = conn.serial, "dropping an idle connection that is stale or closed");
+                stale.push(conn);
+            }
+        }
+        None
+    }
+
+    async fn open(
+        &self,
+        target: &Target,
+        login: &Login,
+        user: &UserEntry,
+        slot: Slot,
+        timeout: Duration,
+        gauges: PoolGauges,
+    ) -> Result<Checkout, PoolError> {
+        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(backend = %target.name, serial, "opening a server connection");
+        let mut conn = conn::connect(target, user, login, timeout, slot, serial).await?;
+        conn.per_thread = self.inner.per_thread.load(Ordering::Relaxed);
+        Ok(Checkout {
+            conn,
+            fresh: true,
+            gauges,
+        })
+    }
+
+    /// Gives back an idle connection (see the module doc for what it must
+    /// be): to the first waiter of its login, else closed for the first
+    /// waiter of another login, else kept.
+    pub fn checkin(&self, mut conn: ServerConn) {
+        conn.idle_since = Instant::now();
+        let mut closed = None;
+        {
+            let mut backends = lock(&self.inner.backends);
+            let Some(b) = backends.get_mut(&conn.name) else {
+                return;
+            };
+            if b.address != conn.address {
+                return;
+            }
+            let mut conn = Some(conn);
+            while let Some(w) = b.waiters.pop_front() {
+                b.gauges.waiting.dec();
+                let c = conn.take().expect("ours until handed over");
+                if w.login == c.login {
+                    match w.grant.send(Grant::Conn(c)) {
+                        Ok(()) => return,
+                        Err(Grant::Conn(c)) => conn = Some(c),
+                        Err(Grant::Slot(_)) => unreachable!("a connection was sent"),
+                    }
+                    continue;
+                }
+                // Another login: this connection closes and its place goes
+                // to the waiter.
+                let slot = Slot {
+                    pool: Arc::downgrade(&self.inner),
+                    backend: Arc::clone(&c.name),
+                };
+                match w.grant.send(Grant::Slot(slot)) {
+                    Ok(()) => {
+                        closed = Some(c);
+                        break;
+                    }
+                    Err(Grant::Slot(mut slot)) => {
+                        slot.pool = Weak::new();
+                        conn = Some(c);
+                    }
+                    Err(Grant::Conn(_)) => unreachable!("a slot was sent"),
+                }
+            }
+            if let Some(c) = conn {
+                let key = self.key(&c.login);
+                b.gauges.idle.inc();
+                b.idle.entry(key).or_default().push(c);
+            }
+        }
+        if let Some(mut c) = closed {
+            // Its place moved to the waiter: closing it frees nothing.
+            c.slot.pool = Weak::new();
+            drop(c);
+        }
+    }
+
+    /// The cached greeting for clients of `login` on `backend`.
+    pub fn greeting(&self, backend: &str, login: &Arc<str>) -> Option<Arc<Greeting>> {
+        lock(&self.inner.backends)
+            .get(backend)?
+            .greetings
+            .get(login)
+            .cloned()
+    }
+
+    /// Caches the greeting for clients of `login` on `backend`.
+    pub fn set_greeting(&self, backend: &str, login: &Arc<str>, greeting: Arc<Greeting>) {
+        if let Some(b) = lock(&self.inner.backends).get_mut(backend) {
+            b.greetings.insert(Arc::clone(login), greeting);
+        }
+    }
+
+    /// Per backend: (open, idle, waiting) connections, for `/status`.
+    pub fn counts(&self) -> Vec<(String, usize, usize, usize)> {
+        let backends = lock(&self.inner.backends);
+        let mut out: Vec<_> = backends
+            .iter()
+            .map(|(name, b)| {
+                let idle = b.idle.values().map(Vec::len).sum();
+                (name.to_string(), b.open, idle, b.waiters.len())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -56,6 +56,13 @@ pub mod tag {
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
     pub const DATA_ROW: u8 = b'D';
     pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const NO_DATA: u8 = b'n';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PORTAL_SUSPENDED: u8 = b's';
 }
 
 /// Whether `t` is a message type a client may send after startup.

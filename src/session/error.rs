@@ -4,7 +4,7 @@ use crate::auth::AuthError;
 use crate::error::{sqlstate, ErrorKind};
 use crate::pool::ConnectError;
 use crate::protocol::ProtocolError;
-use crate::route::RouteError;
+use crate::session::target::RouteError;
 use crate::wire::WireError;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum SessionError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error(transparent)]
-    PoolTimeout(#[from] crate::pool::idle::PoolTimeout),
+    PoolTimeout(#[from] crate::pool::PoolTimeout),
     #[error("sorry, too many clients already (max_client_connections = {max})")]
     TooManyClients { max: usize },
     #[error("timed out after {ms} ms waiting for the client to log in (limits.login_timeout_ms)")]

@@ -1,17 +1,28 @@
-//! One client's life: TLS negotiation, startup, authentication, choosing and
-//! logging in to a server, then the relay until the client leaves.
+//! One client's life: TLS negotiation, startup, authentication, the greeting
+//! (the server's ParameterStatus, cached per backend and login, so a login
+//! needs no server connection once one was made), then the relay until the
+//! client leaves.
 //!
 //! Every failure ends in [`SessionError`], which is reported to the client as
 //! one ErrorResponse with its SQLSTATE (when the client can still hear it) and
 //! logged once, at a level set by who caused it.
+//!
+//! The pieces, in the order a request meets them: [`batch`] frames it once;
+//! the router (`crate::router`) decides where it goes from [`state`] and the
+//! topology; [`server`] gets a connection; [`forward`] says what that
+//! connection is sent; [`replies`] what its answers mean; [`relay`] does
+//! the I/O.
 
+pub mod batch;
 pub mod error;
+pub mod forward;
 pub mod relay;
-pub mod ryw;
-pub mod split;
+pub mod replies;
+pub mod retry;
+pub mod server;
 pub mod state;
 pub mod stream;
-pub mod upstream;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,19 +33,20 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use self::error::SessionError;
-use self::relay::{Failure, Outcome, Relay, Traffic};
-use self::ryw::Ryw;
-use self::split::Split;
+use self::relay::{Failure, Outcome, Relay, Start, Traffic};
+use self::server::{Leased, Want};
+use self::state::SessionState;
 use self::stream::ClientStream;
-use self::upstream::Upstream;
-use crate::app::{Admission, Shared};
-use crate::auth::{client::authenticate, AuthError};
-use crate::cancel::{send_cancel, CancelHandle};
+use crate::auth::{client::authenticate, AuthError, UserEntry};
+use crate::cancel::send_cancel;
+use crate::config::PoolMode;
 use crate::error::ErrorKind;
+use crate::pool::{Greeting, Login};
 use crate::protocol::encode::{self, Severity};
 use crate::protocol::startup::{self, StartupPacket, StartupParams};
 use crate::protocol::ProtocolError;
-use crate::route::{Dest, Listener};
+use crate::router::{Listener, On};
+use crate::shared::{Admission, Shared};
 use crate::wire;
 
 /// Serves one accepted client connection to its end. Never panics on bad
@@ -55,9 +67,9 @@ pub async fn serve(
     let mut who = Who::default();
     let result = run(&mut stream, listener, &shared, admission, &mut who).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let t = who.traffic;
     match result {
         Ok(outcome) => {
-            let t = who.traffic;
             tracing::info!(
                 client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
                 backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
@@ -74,7 +86,6 @@ pub async fn serve(
                 metrics.client_error(code);
             }
             let code = error.sqlstate().unwrap_or("-");
-            let t = who.traffic;
             macro_rules! log_end {
                 ($level:ident) => {
                     tracing::$level!(
@@ -104,6 +115,15 @@ struct Who {
     traffic: Traffic,
 }
 
+/// A client that finished logging in.
+struct LoggedIn {
+    user: Arc<UserEntry>,
+    login: Login,
+    session: SessionState,
+    report_lsn: bool,
+    home: Option<Leased>,
+}
+
 async fn run(
     stream: &mut ClientStream,
     listener: Listener,
@@ -115,34 +135,41 @@ async fn run(
         error,
         can_tell: true,
     };
-    let config = shared.config.load_full();
-    let login_ms = config.limits.login_timeout_ms;
+    let login_ms = shared.config.load().limits.login_timeout_ms;
     let cancel = shared.cancels.register();
-    let upstream = match tokio::time::timeout(
+    let logged_in = match tokio::time::timeout(
         Duration::from_millis(login_ms),
-        log_in(stream, listener, shared, &admission, &cancel, who),
+        Box::pin(log_in(stream, listener, shared, &admission, who)),
     )
     .await
     {
         Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
         Ok(Err(e)) => return Err(tell(e)),
         Ok(Ok(None)) => return Ok(Outcome::Terminated),
-        Ok(Ok(Some(upstream))) => upstream,
+        Ok(Ok(Some(logged_in))) => logged_in,
     };
-    let (report_lsn, min_lsn) = (upstream.report_lsn, upstream.min_lsn);
-    let relay = Relay {
+    let mut out = BytesMut::new();
+    encode::backend_key_data(&mut out, cancel.key());
+    encode::ready_for_query(&mut out, b'I');
+    wire::send(stream, &mut out)
+        .await
+        .map_err(|e| tell(e.into()))?;
+    let relay = Relay::new(Start {
+        shared,
+        listener,
+        id: shared.session_id(),
         client: stream,
-        upstream,
-        max_message: config.limits.max_message_size,
-        split: (listener == Listener::ReadWrite).then(Split::default),
-        ryw: Ryw {
-            report: report_lsn,
-            floor: min_lsn,
-            ..Ryw::default()
-        },
-        memo: Default::default(),
-    };
-    match relay.run(&mut who.traffic).await {
+        cancel: &cancel,
+        user: logged_in.user,
+        login: logged_in.login,
+        session: logged_in.session,
+        report_lsn: logged_in.report_lsn,
+        home: logged_in.home,
+    });
+    let (result, traffic) = relay.run().await;
+    who.traffic = traffic;
+    drop(admission);
+    match result {
         Ok(Outcome::Shutdown) => Err(Failure {
             error: SessionError::Shutdown,
             can_tell: true,
@@ -151,16 +178,16 @@ async fn run(
     }
 }
 
-/// Startup, authentication and the first server. Ok(None) for a connection
-/// that only carried a CancelRequest.
-async fn log_in<'a>(
+/// Startup, authentication and the greeting (everything but BackendKeyData
+/// and ReadyForQuery). Ok(None) for a connection that only carried a
+/// CancelRequest.
+async fn log_in(
     stream: &mut ClientStream,
     listener: Listener,
-    shared: &'a Arc<Shared>,
+    shared: &Arc<Shared>,
     admission: &Admission,
-    cancel: &'a CancelHandle,
     who: &mut Who,
-) -> Result<Option<Upstream<'a>>, SessionError> {
+) -> Result<Option<LoggedIn>, SessionError> {
     let config = shared.config.load_full();
     let Some(params) = negotiate(stream, shared).await? else {
         return Ok(None);
@@ -193,11 +220,8 @@ async fn log_in<'a>(
         .clone();
     authenticate(stream, &mut out, config.auth.method, &user).await?;
 
-    // The client's parameters go to the server, except the ones pgsplit sets.
-    let mut server_params = vec![
-        ("user".to_owned(), user_name.clone()),
-        ("database".to_owned(), database),
-    ];
+    // The client's parameters go to the server, except the ones pgsplit
+    // reads itself.
     let report_lsn = params
         .get("pgsplit.report_lsn")
         .is_some_and(|v| matches!(v, "on" | "true" | "1" | "yes"));
@@ -210,50 +234,146 @@ async fn log_in<'a>(
         })?),
         None => None,
     };
+    let mut server_params = vec![
+        ("user".to_owned(), user_name.clone()),
+        ("database".to_owned(), database),
+    ];
     server_params.extend(params.params.into_iter().filter(|(k, _)| {
         !matches!(k.as_str(), "user" | "database" | "replication")
             && !k.starts_with("_pq_.")
             && !k.starts_with("pgsplit.")
     }));
-    // The pool key: every login parameter, in a stable order.
-    let login = {
-        let mut sorted: Vec<&(String, String)> = server_params.iter().collect();
-        sorted.sort();
-        sorted
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("\0")
-    };
-    let mut upstream = Upstream {
-        server: None,
-        dest: match listener {
-            Listener::ReadWrite => Dest::Primary,
-            Listener::ReadOnly => Dest::Replica,
-        },
-        parked: None,
-        shared,
-        listener,
-        user,
-        server_params,
-        cancel,
-        login: login.clone().into(),
-        login_read_only: format!("{login}\0read_only").into(),
-        report_lsn,
-        min_lsn,
-    };
+    let login = Login::new(server_params, false);
     shared
         .wait_unpaused()
         .await
         .map_err(|ms| SessionError::PauseTimeout { ms })?;
-    upstream.attach().await?;
-    let server = upstream.server.as_ref().expect("attached");
-    who.backend = server.name.clone();
-    out.extend_from_slice(&server.parameters);
-    encode::backend_key_data(&mut out, cancel.key());
-    encode::ready_for_query(&mut out, b'I');
+    let keep = config.pool.mode == PoolMode::Session;
+    let (greeting, home, backend) = greet(shared, listener, &login, &user, keep).await?;
+    who.backend = backend;
+    out.extend_from_slice(&greeting.bytes);
     wire::send(stream, &mut out).await?;
-    Ok(Some(upstream))
+    let mut session = SessionState::default();
+    session.isolation.login_serializable = greeting.serializable;
+    if let Some(lsn) = min_lsn {
+        session.floor.raise(lsn);
+    }
+    Ok(Some(LoggedIn {
+        user,
+        login,
+        session,
+        report_lsn,
+        home,
+    }))
+}
+
+/// What a client logging in on `listener` is told, from the cache or from
+/// a connection to the backend it would use first (kept in session mode).
+/// Also learns, once per backend and login, whether the login's default
+/// isolation is SERIALIZABLE (a role or database default is seen nowhere
+/// else).
+async fn greet(
+    shared: &Arc<Shared>,
+    listener: Listener,
+    login: &Login,
+    user: &Arc<UserEntry>,
+    keep: bool,
+) -> Result<(Arc<Greeting>, Option<Leased>, String), SessionError> {
+    let config = shared.config.load_full();
+    let on = match listener {
+        Listener::ReadWrite => On::Primary,
+        Listener::ReadOnly => {
+            // Until every backend answered once, replicas may be a probe away.
+            target::complete(
+                &shared.topology,
+                Duration::from_millis(config.health.failover_timeout_ms),
+            )
+            .await;
+            let snapshot = shared.topology.snapshot();
+            // Where its first read would go (the read itself moves the
+            // schedule on).
+            let pick = shared.topology.ticket();
+            match snapshot
+                .read_schedule
+                .get(pick % snapshot.read_schedule.len().max(1))
+            {
+                Some(&i) if Some(i) != snapshot.primary => On::Replica(i),
+                Some(_) => On::Primary,
+                None => match config.routing.no_replica {
+                    crate::config::NoReplica::Primary => On::ReadOnlyPrimary,
+                    crate::config::NoReplica::Error => {
+                        return Err(target::RouteError::NoReplica {
+                            situation: target::describe_readers(&snapshot),
+                        }
+                        .into())
+                    }
+                },
+            }
+        }
+    };
+    let login_key = match on {
+        On::ReadOnlyPrimary => login.read_only().key,
+        _ => login.key.clone(),
+    };
+    if !keep {
+        let snapshot = shared.topology.snapshot();
+        let backend = match on {
+            On::Replica(i) => Some(i),
+            _ => snapshot.primary,
+        };
+        if let Some(b) = backend.map(|i| &snapshot.backends[i]) {
+            if let Some(greeting) = shared.pool.greeting(&b.name, &login_key) {
+                return Ok((greeting, None, b.name.clone()));
+            }
+        }
+    }
+    let mut leased = server::acquire(
+        shared,
+        Want {
+            on,
+            login,
+            user,
+            prefer: None,
+            read_write: listener == Listener::ReadWrite,
+        },
+    )
+    .await?;
+    let backend = leased.conn.name.to_string();
+    let greeting = match shared.pool.greeting(&backend, &login_key) {
+        Some(greeting) => greeting,
+        None => {
+            shared.metrics.internal_query(&backend, "login");
+            let isolation = crate::pool::query(
+                &mut leased.conn,
+                "SELECT pg_catalog.current_setting('default_transaction_isolation')",
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|()| SessionError::ServerLost {
+                backend: backend.clone(),
+                address: leased.conn.addr.to_string(),
+            })?;
+            let serializable = isolation.is_ok_and(|rows| {
+                rows.first()
+                    .and_then(|r| r.first())
+                    .and_then(|v| v.as_deref())
+                    == Some("serializable")
+            });
+            let greeting = Arc::new(Greeting {
+                bytes: leased.conn.greeting.clone(),
+                serializable,
+            });
+            shared
+                .pool
+                .set_greeting(&backend, &login_key, Arc::clone(&greeting));
+            greeting
+        }
+    };
+    if keep {
+        return Ok((greeting, Some(leased), backend));
+    }
+    leased.give_back(shared);
+    Ok((greeting, None, backend))
 }
 
 /// Reads startup packets, answering SSLRequest and GSSENCRequest, until a

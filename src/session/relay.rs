@@ -1,130 +1,64 @@
-//! The hot path: bytes between a logged-in client and its server connection.
+//! The relay: one logged-in client and the server connections it borrows.
+//! I/O only: what to do with each request is the router's decision, what a
+//! connection is sent is `forward`'s, what its replies mean is `replies`'.
 //!
-//! Client bytes are split into whole messages (bounded by `max_message_size`)
-//! so pgsplit can see Terminate and count requests; server bytes stream through
-//! a [`StreamScanner`] that only holds back ReadyForQuery and ErrorResponse.
-//! Each read is forwarded with one write of the complete messages it contains:
-//! no message is decoded, re-encoded or allocated for.
+//! One future polls both sockets: pending writes first, then reads, so each
+//! direction moves independently (a client pipelining large statements while
+//! the server streams large results cannot deadlock the pair); a side stops
+//! being read while more than [`HIGH_WATER`] bytes wait to leave through the
+//! other. Client bytes are framed into [`Batch`]es once; server bytes stream
+//! through, and only the messages the reply tracker needs are read whole.
 //!
-//! At idle points (no request outstanding, no transaction open) the server
-//! connection may be dropped and another attached before the next request:
-//! when the server went away, or when the topology says it should no longer
-//! serve this session (a new primary, a replica out of rotation). A session
-//! caught inside a transaction on a backend that stopped being the primary
-//! gets one clear error instead.
+//! At every idle point (ReadyForQuery `I`, nothing in flight, no batch
+//! open) the session gives its connection back to the pool, unless it is
+//! pinned or in session mode; a pinned session keeps it as its *home* and
+//! borrows replica connections for reads around it.
 
-use std::time::Duration;
+mod answer;
+mod catalog;
+mod scan;
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
+use super::batch::{Batch, End};
 use super::error::SessionError;
-use super::ryw::Ryw;
-use super::split::Split;
-use super::state::SessionState;
+use super::forward::{forward, Ends};
+use super::replies::Replies;
+use super::server::{self, Leased, Leaving, Want};
+use super::state::{SessionState, Staged, TxStatus};
 use super::stream::ClientStream;
-use super::upstream::{eligible, lost, moved_error, Upstream};
+use super::target;
+use crate::auth::UserEntry;
+use crate::cancel::CancelHandle;
+use crate::config::PoolMode;
 use crate::metrics::ListenerMetrics;
-use crate::protocol::frame::{bytes_wanted, split_frame, StreamScanner};
-use crate::protocol::{is_frontend_tag, message, tag, ProtocolError};
-use crate::route::Dest;
+use crate::pool::Login;
+use crate::protocol::frame::bytes_wanted;
+use crate::router::{self, Decision, Flow, Listener, On, Route, To};
+use crate::shared::Shared;
 
-mod client;
-mod consistency;
-mod retry;
-mod server_state;
-#[cfg(test)]
-mod tests;
-
-use self::client::HeldStep;
-use self::retry::Retry;
-
-/// Read size for each side; buffers grow beyond it only for a large client
-/// message (up to the limit) or a large watched server message.
+/// Read size for each side.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Transaction status from the last ReadyForQuery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxStatus {
-    Idle,
-    InBlock,
-    Failed,
-}
-
-impl TxStatus {
-    fn from_byte(b: u8) -> TxStatus {
-        match b {
-            b'T' => TxStatus::InBlock,
-            b'E' => TxStatus::Failed,
-            _ => TxStatus::Idle,
-        }
-    }
-}
-
-/// Where the conversation with the server stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Nothing owed: the server's last word was ReadyForQuery.
-    Ready(TxStatus),
-    /// `owed` ReadyForQuery messages are still to come (one per Query, Sync or
-    /// FunctionCall sent), or extended-protocol messages await their Sync.
-    Busy { owed: u32, last: TxStatus },
-}
-
-impl Phase {
-    fn sent_request(&mut self) {
-        *self = match *self {
-            Phase::Ready(last) => Phase::Busy { owed: 1, last },
-            Phase::Busy { owed, last } => Phase::Busy {
-                owed: owed + 1,
-                last,
-            },
-        }
-    }
-
-    fn sent_unsynced(&mut self) {
-        if let Phase::Ready(last) = *self {
-            *self = Phase::Busy { owed: 0, last };
-        }
-    }
-
-    fn got_ready(&mut self, status: TxStatus) {
-        *self = match *self {
-            Phase::Busy { owed, .. } if owed > 1 => Phase::Busy {
-                owed: owed - 1,
-                last: status,
-            },
-            _ => Phase::Ready(status),
-        }
-    }
-
-    /// Requests whose ReadyForQuery is still to come.
-    fn owed(self) -> u32 {
-        match self {
-            Phase::Ready(_) => 0,
-            Phase::Busy { owed, .. } => owed,
-        }
-    }
-
-    /// At an idle point: no request outstanding and no transaction open.
-    pub fn is_idle(self) -> bool {
-        self == Phase::Ready(TxStatus::Idle)
-    }
-}
+/// Bytes above which a side is no longer read until the other side took some.
+pub const HIGH_WATER: usize = 256 * 1024;
 
 /// How a relay ended without error.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The client sent Terminate.
     Terminated,
-    /// The client closed its socket; `busy` if a query was running.
+    /// The client closed the connection (`busy`: with a request in flight).
     ClientGone { busy: bool },
-    /// pgsplit is shutting down and the session reached an idle point.
+    /// Shutdown found the session idle.
     Shutdown,
 }
 
@@ -139,391 +73,996 @@ pub struct Failure {
 /// What a session moved, for its log line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Traffic {
-    /// Bytes from the client forwarded to servers.
     pub bytes_in: u64,
-    /// Bytes from servers forwarded to the client.
     pub bytes_out: u64,
-    /// Requests (Query, Sync, FunctionCall) served by the primary.
+    /// Requests served by the primary.
     pub to_primary: u64,
     /// Requests served by a replica.
     pub to_replica: u64,
 }
 
-/// A logged-in session: its client and its upstream.
-pub struct Relay<'a> {
-    pub client: &'a mut ClientStream,
-    pub upstream: Upstream<'a>,
-    pub max_message: usize,
-    /// Per-statement routing state (read-write port only).
-    pub split: Option<Split>,
-    /// What the session's reads must see.
-    pub ryw: Ryw,
-    /// The session's last classified text (see `split::Memo`).
-    pub memo: std::sync::Mutex<super::split::Memo>,
+/// A client request in flight.
+#[derive(Debug)]
+struct Request {
+    staged: Staged,
+    /// Sent to the primary for a reason that may write.
+    wrote: bool,
+    /// The server reported an error for it.
+    error: bool,
+    started: Instant,
+    on_replica: bool,
+    /// It ended with a Sync (extended protocol), not a Query.
+    extended: bool,
 }
 
-impl Relay<'_> {
-    fn metrics(&self) -> &ListenerMetrics {
-        self.upstream
-            .shared
-            .metrics
-            .listener(self.upstream.listener)
-    }
+/// A copy of the read in flight on a replica, for the safety net.
+#[derive(Debug)]
+struct Replay {
+    bytes: BytesMut,
+    net: Net,
+}
 
-    /// Whether this session's requests run on the primary now.
-    fn on_primary(&self) -> bool {
-        self.upstream.dest == Dest::Primary
-            || self.upstream.server.as_ref().is_some_and(|s| s.read_only)
-    }
+/// Where the standby-error safety net stands (see `retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Net {
+    Off,
+    Armed,
+    Refused,
+}
 
-    /// The duration histogram for where this session's requests run now.
-    fn duration(&self) -> &prometheus_client::metrics::histogram::Histogram {
-        let metrics = self.metrics();
-        if self.on_primary() {
-            &metrics.duration_primary
-        } else {
-            &metrics.duration_replica
+/// Everything the session needs from its login.
+pub struct Start<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub listener: Listener,
+    pub id: u64,
+    pub client: &'a mut ClientStream,
+    pub cancel: &'a CancelHandle,
+    pub user: Arc<UserEntry>,
+    pub login: Login,
+    pub session: SessionState,
+    pub report_lsn: bool,
+    /// The connection the login used, kept (session mode).
+    pub home: Option<Leased>,
+}
+
+/// See the module doc.
+pub struct Relay<'a> {
+    shared: &'a Arc<Shared>,
+    listener: Listener,
+    id: u64,
+    client: &'a mut ClientStream,
+    cancel: &'a CancelHandle,
+    user: Arc<UserEntry>,
+    login: Login,
+    mode: PoolMode,
+    report_lsn: bool,
+    max: usize,
+    session: SessionState,
+    client_in: BytesMut,
+    to_server: BytesMut,
+    server_in: BytesMut,
+    /// `server_in[..to_client]` is ready to go to the client.
+    to_client: usize,
+    /// A write to the client may sit in a TLS buffer until flushed.
+    client_dirty: bool,
+    /// The connection requests go to now.
+    active: Option<Leased>,
+    /// The connection the session keeps while `active` is a borrowed one.
+    home: Option<Leased>,
+    replies: Replies,
+    requests: VecDeque<Request>,
+    /// Effects of messages sent without a request end (Flush), for the
+    /// next request.
+    staged: Staged,
+    /// Transaction status as of the last ReadyForQuery.
+    tx: TxStatus,
+    /// The open transaction may have written on the primary.
+    tx_wrote: bool,
+    /// The client sent part of an extended batch (no Sync yet).
+    open: bool,
+    /// A plain BEGIN answered by pgsplit, not sent yet.
+    deferred_begin: Option<BytesMut>,
+    /// A refused extended batch: the client's messages are dropped up to
+    /// its Sync.
+    skip_to_sync: bool,
+    /// Client bytes wait until the requests in flight are answered.
+    held: bool,
+    /// A server message whose body is still streaming through.
+    streaming: Option<(usize, super::replies::Action)>,
+    batch: Batch,
+    /// The connection the session used last.
+    last_serial: Option<u64>,
+    replay: Option<Replay>,
+    /// The next batch is one the safety net put back.
+    retry_next: bool,
+    /// A FATAL error from the server went to the client.
+    server_fatal: bool,
+    /// The server is in COPY FROM STDIN for the request in flight.
+    copying: bool,
+    /// The server ignores Syncs during COPY FROM STDIN: the one the COPY's
+    /// own batch carried was ignored, so the next ones, up to the first
+    /// after CopyDone/CopyFail, bring no ReadyForQuery of their own.
+    absorb_sync: bool,
+    /// CopyDone or CopyFail went to the server.
+    copy_done: bool,
+    /// Pin causes counted in `pgsplit_pinned_sessions`.
+    counted_pins: Vec<crate::classify::PinCause>,
+    traffic: Traffic,
+    draining: bool,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(start: Start<'a>) -> Relay<'a> {
+        let config = start.shared.config.load();
+        let mut relay = Relay {
+            shared: start.shared,
+            listener: start.listener,
+            id: start.id,
+            client: start.client,
+            cancel: start.cancel,
+            user: start.user,
+            login: start.login,
+            mode: config.pool.mode,
+            report_lsn: start.report_lsn,
+            max: config.limits.max_message_size,
+            session: start.session,
+            client_in: BytesMut::new(),
+            to_server: BytesMut::new(),
+            server_in: BytesMut::new(),
+            to_client: 0,
+            client_dirty: false,
+            active: None,
+            home: None,
+            replies: Replies::default(),
+            requests: VecDeque::new(),
+            staged: Staged::default(),
+            tx: TxStatus::Idle,
+            tx_wrote: false,
+            open: false,
+            deferred_begin: None,
+            skip_to_sync: false,
+            held: false,
+            streaming: None,
+            batch: Batch::default(),
+            last_serial: None,
+            replay: None,
+            retry_next: false,
+            server_fatal: false,
+            copying: false,
+            absorb_sync: false,
+            copy_done: false,
+            counted_pins: Vec::new(),
+            traffic: Traffic::default(),
+            draining: false,
+        };
+        if let Some(home) = start.home {
+            relay.activate(home);
         }
+        relay
     }
 
-    /// Runs until the client leaves, the server is lost mid-request, or
-    /// shutdown finds the session idle.
-    ///
-    /// Both directions move independently: a read on one side is forwarded
-    /// by polling the other side's write, never by blocking on it, so a client
-    /// that pipelines large requests while the server streams large results
-    /// cannot deadlock the pair. Each side stops being read while more than
-    /// `HIGH_WATER` bytes wait to go out of it.
-    pub async fn run(mut self, traffic: &mut Traffic) -> Result<Outcome, Failure> {
-        let mut d = Duplex::default();
-        let result = self.turns(&mut d).await;
-        *traffic = d.traffic;
-        result
+    fn metrics(&self) -> &ListenerMetrics {
+        self.shared.metrics.listener(self.listener)
     }
 
-    async fn turns(&mut self, d: &mut Duplex) -> Result<Outcome, Failure> {
-        let max = self.max_message;
-        let mut phase = Phase::Ready(TxStatus::Idle);
-        let mut draining = false;
-        // Made once and kept across turns: building them anew each turn would
-        // register and drop a waiter on state shared by every session.
-        let shutdown = self.upstream.shared.shutdown.clone().cancelled_owned();
+    /// Runs until the client leaves, a server is lost mid-request, or
+    /// shutdown finds the session idle; then gives its connections back.
+    pub async fn run(mut self) -> (Result<Outcome, Failure>, Traffic) {
+        let result = self.turns().await;
+        self.finish(&result);
+        (result, self.traffic)
+    }
+
+    /// Nothing in flight, no transaction, no batch open: connections may
+    /// change hands.
+    fn idle_point(&self) -> bool {
+        self.requests.is_empty()
+            && self.replies.is_empty()
+            && !self.open
+            && self.tx == TxStatus::Idle
+            && self.deferred_begin.is_none()
+            && self.streaming.is_none()
+            && self.server_in.len() == self.to_client
+            && self.to_server.is_empty()
+    }
+
+    async fn turns(&mut self) -> Result<Outcome, Failure> {
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let hard_stop = self.upstream.shared.hard_stop.clone().cancelled_owned();
+        let hard_stop = self.shared.hard_stop.clone().cancelled_owned();
         tokio::pin!(hard_stop);
-        let mut routing = self.upstream.shared.topology.subscribe_routing();
+        let mut routing = self.shared.topology.subscribe_routing();
         routing.mark_unchanged();
         let mut routing_change = Box::pin(next_change(routing));
-        // A second receiver, only peeked at before forwarding a request, so a
-        // request that arrives together with a routing change never reaches a
-        // backend the topology already retired (one atomic load).
-        let mut routing_peek = self.upstream.shared.topology.subscribe_routing();
-        routing_peek.mark_unchanged();
-
-        let outcome = loop {
-            if draining
-                && phase.is_idle()
-                && d.to_client == 0
-                && !d.client_dirty
-                && d.deferred_begin.is_empty()
-            {
-                break Outcome::Shutdown;
+        loop {
+            if self.draining && self.idle_point() && self.to_client == 0 && !self.client_dirty {
+                return Ok(Outcome::Shutdown);
             }
-            // Room for the rest of a partial client message (bounded by the
-            // limit, checked on its header) or for a normal read.
-            let read_client = d.to_server < HIGH_WATER && !d.held;
-            let read_server = self.upstream.server.is_some() && d.to_client < HIGH_WATER;
+            let read_client = !self.held && self.to_server.len() < HIGH_WATER;
+            let read_server = self.active.is_some() && self.to_client < HIGH_WATER;
             if read_client {
-                let wanted = bytes_wanted(&d.client_buf[d.to_server..], max)
-                    .map_err(|e| d.fail(e.into()))?;
-                d.client_buf.reserve(wanted.max(READ_SIZE));
+                let wanted =
+                    bytes_wanted(&self.client_in, self.max).map_err(|e| self.fail(e.into()))?;
+                self.client_in.reserve(wanted.max(READ_SIZE));
             }
             if read_server {
-                d.server_buf.reserve(READ_SIZE);
+                self.server_in.reserve(READ_SIZE);
             }
-            let client = &mut *self.client;
-            let server = self.upstream.server.as_mut().map(|s| &mut s.stream);
-            let io = poll_io(client, server, &mut *d, read_client, read_server);
-
+            let server = self.active.as_mut().map(|l| &mut l.conn.stream);
+            let io = poll_io(
+                &mut *self.client,
+                server,
+                Buffers {
+                    client_in: &mut self.client_in,
+                    to_server: &self.to_server,
+                    server_in: &mut self.server_in,
+                    to_client: self.to_client,
+                    client_dirty: self.client_dirty,
+                },
+                read_client,
+                read_server,
+            );
             let event = tokio::select! {
-                // I/O first: the other two only matter when it has nothing to do.
                 biased;
                 event = io => event,
                 (receiver, changed) = &mut routing_change => {
                     routing_change = Box::pin(next_change(receiver));
                     if changed.is_ok() {
-                        self.on_routing_change(phase, d).await?;
+                        self.on_routing_change()?;
                     }
                     continue;
                 }
                 _ = &mut hard_stop => {
-                    // The grace period is over: whatever is in flight is
-                    // cancelled and an open transaction rolls back with the
-                    // server connection.
-                    self.upstream.abandon(!phase.is_idle());
-                    return Err(d.fail(SessionError::Shutdown));
+                    // The grace period is over: what is in flight is
+                    // cancelled, an open transaction rolls back.
+                    return Err(self.fail(SessionError::Shutdown));
                 }
-                _ = &mut shutdown, if !draining => {
-                    // Close at the next idle point (now, if idle).
-                    draining = true;
+                _ = &mut shutdown, if !self.draining => {
+                    self.draining = true;
                     continue;
                 }
             };
-
             match event {
                 Io::ClientRead(Ok(0)) => {
-                    break Outcome::ClientGone {
-                        busy: !phase.is_idle(),
+                    return Ok(Outcome::ClientGone {
+                        busy: !self.requests.is_empty() || self.open,
+                    })
+                }
+                Io::ClientRead(Ok(n)) => {
+                    self.traffic.bytes_in += n as u64;
+                    if self.on_client_bytes().await? {
+                        return Ok(Outcome::Terminated);
                     }
                 }
-                Io::ClientRead(Ok(_)) => {
-                    if routing_peek.has_changed().unwrap_or(false) {
-                        routing_peek.mark_unchanged();
-                        self.on_routing_change(phase, d).await?;
-                    }
-                    if self.take_client_bytes(d, &mut phase).await? {
-                        self.drain_to_server(&mut *d).await;
-                        break Outcome::Terminated;
-                    }
-                }
-                Io::ClientRead(Err(e)) => return Err(d.fail(SessionError::ClientIo(e))),
-                Io::ServerRead(Ok(0)) | Io::ServerRead(Err(_)) => {
-                    // Whatever the server said before it went goes to the client.
-                    d.flush_to_client(self.client)
-                        .await
-                        .map_err(|e| d.fail(SessionError::ClientIo(e)))?;
-                    if phase.is_idle() && d.scanner.at_boundary() && d.state.is_clean() {
-                        // Gone between requests: the next one reconnects.
-                        self.upstream
-                            .detach("the server closed the connection while idle")
-                            .await;
-                        d.server_buf.clear();
-                        continue;
-                    }
-                    let error = lost(self.upstream.server.as_ref().expect("reading from it"));
-                    return Err(Failure {
-                        can_tell: d.scanner.at_boundary() && !d.server_fatal,
-                        error,
-                    });
-                }
+                Io::ClientRead(Err(e)) => return Err(self.fail(SessionError::ClientIo(e))),
+                Io::ServerRead(Ok(0)) | Io::ServerRead(Err(_)) => self.on_server_closed().await?,
                 Io::ServerRead(Ok(_)) => {
-                    if phase.is_idle() && d.scanner.at_boundary() {
-                        if d.take_idle_messages(max, d.state.is_clean()) {
-                            d.flush_to_client(self.client)
-                                .await
-                                .map_err(|e| d.fail(SessionError::ClientIo(e)))?;
-                            let why = d.fatal_reason.take().unwrap_or_default();
-                            self.upstream.detach(&why).await;
-                            d.server_buf.clear();
-                            continue;
-                        }
-                    } else {
-                        if d.retry != Retry::Off {
-                            match self.held_replies(d, &mut phase).await? {
-                                HeldStep::Wait => continue,
-                                HeldStep::Go => {}
-                                HeldStep::Terminated => {
-                                    self.drain_to_server(&mut *d).await;
-                                    break Outcome::Terminated;
-                                }
-                            }
-                            if d.retry != Retry::Off {
-                                continue;
-                            }
-                        }
-                        let Duplex {
-                            scanner,
-                            server_buf,
-                            to_client,
-                            server_fatal,
-                            ..
-                        } = &mut *d;
-                        let forward = scanner
-                            .scan(
-                                &server_buf[*to_client..],
-                                max,
-                                |t| t == tag::READY_FOR_QUERY || t == tag::ERROR_RESPONSE,
-                                |t, body| match t {
-                                    tag::READY_FOR_QUERY => phase.got_ready(TxStatus::from_byte(
-                                        body.first().copied().unwrap_or(b'I'),
-                                    )),
-                                    _ => *server_fatal |= message::error_is_fatal(body),
-                                },
-                            )
-                            .map_err(|_| Failure {
-                                error: lost(
-                                    self.upstream.server.as_ref().expect("reading from it"),
-                                ),
-                                can_tell: false,
-                            })?;
-                        *to_client += forward;
-                        // The last request's answer is in, but the client has
-                        // already sent part of its next extended batch (no
-                        // Sync yet): that is not a point where anything may
-                        // be sent in between, or the server changed.
-                        if let (true, Phase::Ready(status)) = (d.open_batch, phase) {
-                            phase = Phase::Busy {
-                                owed: 0,
-                                last: status,
-                            };
-                        }
-                        if matches!(phase, Phase::Ready(_)) {
-                            if let Some(started) = d.started.take() {
-                                self.duration().observe(started.elapsed().as_secs_f64());
-                            }
-                        }
-                    }
-                    if self.ryw.dirty
-                        && phase.is_idle()
-                        && d.to_server == 0
-                        && self.upstream.dest == Dest::Primary
-                        && self.split.is_some()
-                        && (self.ryw.report
-                            || self.upstream.shared.config.load().consistency.mode
-                                == crate::config::ConsistencyMode::Lsn)
-                    {
-                        self.learn_commit(d).await?;
-                    }
-                    self.try_send_to_client(&mut *d)?;
-                    if self.can_give_back(d, phase) {
-                        // The read is done: its replica connection goes back
-                        // to the pool for the next read, this session's or
-                        // another's.
-                        self.upstream.give_back();
-                    }
-                    if d.held && matches!(phase, Phase::Ready(_)) && d.to_server == 0 {
-                        // The server is done: what waited goes now.
-                        d.held = false;
-                        if self.take_client_bytes(d, &mut phase).await? {
-                            self.drain_to_server(&mut *d).await;
-                            break Outcome::Terminated;
-                        }
+                    if self.on_server_bytes().await? {
+                        return Ok(Outcome::Terminated);
                     }
                 }
-                Io::ServerWrote(Ok(n)) => d.sent_to_server(n, self.metrics()),
-                Io::ServerWrote(Err(_)) => {
-                    return Err(d.fail(lost(self.upstream.server.as_ref().expect("writing to it"))));
+                Io::ServerWrote(Ok(n)) => {
+                    self.to_server.advance(n);
+                    self.metrics().bytes_to_server.inc_by(n as u64);
                 }
-                Io::ClientWrote(Ok(n)) => d.sent_to_client(n, self.metrics()),
-                Io::ClientFlushed(Ok(())) => d.client_dirty = false,
+                Io::ServerWrote(Err(_)) => self.on_server_closed().await?,
+                Io::ClientWrote(Ok(n)) => self.sent_to_client(n),
+                Io::ClientFlushed(Ok(())) => self.client_dirty = false,
                 Io::ClientWrote(Err(e)) | Io::ClientFlushed(Err(e)) => {
-                    return Err(d.fail(SessionError::ClientIo(e)))
+                    return Err(self.fail(SessionError::ClientIo(e)))
                 }
             }
-        };
-        // A server connection with nothing in flight or unread can be reused.
-        let idle = phase.is_idle()
-            && d.to_server == 0
-            && d.server_buf.len() == d.to_client
-            && d.scanner.at_boundary();
-        self.upstream.finish(&outcome, idle).await;
-        Ok(outcome)
-    }
-
-    /// Whether the active connection is a replica's, idle, holding nothing of
-    /// the session: it may go back to the pool (read-write port only).
-    fn can_give_back(&self, d: &Duplex, phase: Phase) -> bool {
-        phase.is_idle()
-            && self.upstream.dest == Dest::Replica
-            && self
-                .split
-                .as_ref()
-                .is_some_and(Split::holds_no_server_state)
-            && d.to_server == 0
-            && !d.held
-            && d.retry == Retry::Off
-            && d.server_buf.len() == d.to_client
-            && d.scanner.at_boundary()
-            && self
-                .upstream
-                .server
-                .as_ref()
-                .is_some_and(|s| s.synced.is_empty())
-    }
-
-    /// Writes what the server can take right now without waiting (the common
-    /// case: one write per request, no extra trip through the loop).
-    fn try_send_to_server(&mut self, d: &mut Duplex) -> Result<(), Failure> {
-        let Some(server) = self.upstream.server.as_mut() else {
-            return Ok(());
-        };
-        while d.to_server > 0 {
-            match server.stream.try_write(&d.client_buf[..d.to_server]) {
-                Ok(n) => d.sent_to_server(
-                    n,
-                    self.upstream
-                        .shared
-                        .metrics
-                        .listener(self.upstream.listener),
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return Err(d.fail(lost(server))),
+            if self.idle_point() && self.on_idle().await? {
+                return Ok(Outcome::Terminated);
             }
         }
-        Ok(())
     }
 
-    /// Same towards the client (plain or TLS).
-    fn try_send_to_client(&mut self, d: &mut Duplex) -> Result<(), Failure> {
-        let metrics = self
-            .upstream
-            .shared
-            .metrics
-            .listener(self.upstream.listener);
+    fn fail(&self, error: SessionError) -> Failure {
+        Failure {
+            error,
+            can_tell: self.streaming.is_none() && self.to_client == 0,
+        }
+    }
+
+    fn sent_to_client(&mut self, n: usize) {
+        self.server_in.advance(n);
+        self.to_client -= n;
+        self.client_dirty = true;
+        self.traffic.bytes_out += n as u64;
+        self.metrics().bytes_to_client.inc_by(n as u64);
+    }
+
+    /// Writes what the client can take now without waiting.
+    fn try_send_to_client(&mut self) -> Result<(), Failure> {
         let mut cx = Context::from_waker(Waker::noop());
-        while d.to_client > 0 {
-            match Pin::new(&mut *self.client).poll_write(&mut cx, &d.server_buf[..d.to_client]) {
-                Poll::Ready(Ok(n)) => d.sent_to_client(n, metrics),
-                Poll::Ready(Err(e)) => return Err(d.fail(SessionError::ClientIo(e))),
+        while self.to_client > 0 {
+            match Pin::new(&mut *self.client).poll_write(&mut cx, &self.server_in[..self.to_client])
+            {
+                Poll::Ready(Ok(n)) => self.sent_to_client(n),
+                Poll::Ready(Err(e)) => return Err(self.fail(SessionError::ClientIo(e))),
                 Poll::Pending => return Ok(()),
             }
         }
-        if d.client_dirty {
+        if self.client_dirty {
             match Pin::new(&mut *self.client).poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => d.client_dirty = false,
-                Poll::Ready(Err(e)) => return Err(d.fail(SessionError::ClientIo(e))),
+                Poll::Ready(Ok(())) => self.client_dirty = false,
+                Poll::Ready(Err(e)) => return Err(self.fail(SessionError::ClientIo(e))),
                 Poll::Pending => {}
             }
         }
         Ok(())
     }
 
-    /// Before ending on Terminate: what the client sent before it still goes.
-    async fn drain_to_server(&mut self, d: &mut Duplex) {
-        if let Some(server) = self.upstream.server.as_mut() {
-            let pending = &d.client_buf[..d.to_server];
-            let _ = tokio::time::timeout(Duration::from_secs(5), server.stream.write_all(pending))
-                .await;
+    /// Writes what the server can take now without waiting.
+    fn try_send_to_server(&mut self) {
+        let Some(leased) = self.active.as_mut() else {
+            return;
+        };
+        while !self.to_server.is_empty() {
+            match leased.conn.stream.try_write(&self.to_server) {
+                Ok(n) => {
+                    self.to_server.advance(n);
+                    self.shared
+                        .metrics
+                        .listener(self.listener)
+                        .bytes_to_server
+                        .inc_by(n as u64);
+                }
+                // The loop's poll writes the rest (or sees the error).
+                Err(_) => return,
+            }
         }
     }
 
-    /// The routing changed: leave a server that should no longer serve this
-    /// session, now if idle; a read-write session inside a transaction on a
-    /// former primary ends with one clear error.
-    async fn on_routing_change(&mut self, phase: Phase, d: &Duplex) -> Result<(), Failure> {
-        let snapshot = self.upstream.shared.topology.snapshot();
-        self.upstream.prune_parked(&snapshot);
-        let Some(server) = self.upstream.server.as_ref() else {
+    /// Client bytes to go out ahead of whatever the server sends next:
+    /// pgsplit's own answers.
+    fn answer_client(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let tail = self.server_in.split_off(self.to_client);
+        self.server_in.extend_from_slice(bytes);
+        self.to_client = self.server_in.len();
+        self.server_in.unsplit(tail);
+        self.try_send_to_client()
+    }
+
+    /// Frames and dispatches the client's whole batches. Returns true when
+    /// the client sent Terminate.
+    async fn on_client_bytes(&mut self) -> Result<bool, Failure> {
+        let mut waited = false;
+        let mut looked_up = false;
+        loop {
+            if self.held {
+                return Ok(false);
+            }
+            // A batch the safety net put back goes to the primary.
+            let retry = std::mem::take(&mut self.retry_next);
+            if self.skip_to_sync {
+                if !self.skip_refused()? || self.skip_to_sync {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let mut batch = std::mem::take(&mut self.batch);
+            let framed = {
+                let classifier = self.shared.classifier.load();
+                let metrics = &self.shared.metrics;
+                batch.frame(&self.client_in, self.max, HIGH_WATER, |sql| {
+                    let started = Instant::now();
+                    let verdict = match std::str::from_utf8(sql) {
+                        Ok(text) => classifier.classify(text),
+                        Err(_) => Arc::new(crate::classify::Verdict::write(
+                            crate::classify::Why::Unparsable,
+                        )),
+                    };
+                    metrics
+                        .classify_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    verdict
+                })
+            };
+            let framed = match framed {
+                Ok(framed) => framed,
+                Err(e) => {
+                    self.batch = batch;
+                    return Err(self.fail(e.into()));
+                }
+            };
+            if !framed {
+                self.batch = batch;
+                return Ok(false);
+            }
+            if batch.is_terminate() {
+                self.batch = batch;
+                self.client_in.advance(self.batch.len);
+                return Ok(true);
+            }
+            if self.replay.as_ref().is_some_and(|r| r.net != Net::Off) {
+                // A request is held for the safety net; it alone is in
+                // flight until its answer is known.
+                self.batch = batch;
+                self.held = true;
+                return Ok(false);
+            }
+            let decision = self.decide(&batch, waited, looked_up, retry);
+            if retry && !matches!(decision, Decision::Send(_)) {
+                self.retry_next = true;
+            }
+            let result = match decision {
+                Decision::Hold => {
+                    self.held = true;
+                    Ok(())
+                }
+                Decision::Lookup(lookups) => {
+                    looked_up = true;
+                    let done = self.lookup(&lookups).await;
+                    self.batch = batch;
+                    done?;
+                    continue;
+                }
+                Decision::WaitPositions => {
+                    waited = true;
+                    self.wait_positions().await;
+                    self.batch = batch;
+                    continue;
+                }
+                Decision::Answer(answer) => self.answer(&batch, answer),
+                Decision::Send(route) => self.send(&batch, route).await,
+            };
+            self.batch = batch;
+            result?;
+            if self.held {
+                return Ok(false);
+            }
+            waited = false;
+            looked_up = false;
+        }
+    }
+
+    /// The router's view of where the conversation stands.
+    fn flow(&self) -> Flow {
+        if self.deferred_begin.is_some() {
+            return Flow::DeferredBegin;
+        }
+        let Some(on) = self.active.as_ref().map(|l| l.on) else {
+            return Flow::Idle;
+        };
+        if self.open || self.copying {
+            Flow::BatchOpen { on }
+        } else if self.tx != TxStatus::Idle {
+            Flow::InTransaction { on }
+        } else if !self.requests.is_empty() || !self.replies.is_empty() {
+            Flow::Pipelined { on }
+        } else {
+            Flow::Idle
+        }
+    }
+
+    fn decide(&self, batch: &Batch, waited: bool, looked_up: bool, retry: bool) -> Decision {
+        let snapshot = self.shared.topology.snapshot();
+        let config = self.shared.config.load();
+        let catalog = CatalogView {
+            catalog: &self.shared.catalog,
+            database: self.login.database(),
+        };
+        let positions = PositionsView {
+            positions: &self.shared.positions,
+            snapshot: &snapshot,
+        };
+        let input = router::Input {
+            listener: self.listener,
+            batch,
+            bytes: &self.client_in[..batch.len],
+            session: &self.session,
+            flow: self.flow(),
+            snapshot: &snapshot,
+            catalog: &catalog,
+            positions: &positions,
+            policy: router::Policy {
+                consistency: config.consistency.mode,
+                window: Duration::from_millis(config.consistency.window_ms),
+                max_wait: Duration::from_millis(config.consistency.max_wait_ms),
+                no_replica: config.routing.no_replica,
+            },
+            ticket: self.shared.topology.ticket(),
+            now: Instant::now(),
+            retry,
+            waited,
+            looked_up,
+            home: self.home_on(),
+        };
+        router::route(&input)
+    }
+
+    /// What the connection the session keeps serves, if it keeps one.
+    fn home_on(&self) -> Option<On> {
+        self.home
+            .as_ref()
+            .or(self.active.as_ref().filter(|a| self.keeps(a)))
+            .map(|l| l.on)
+    }
+
+    /// Whether the session keeps `leased` at an idle point: while pinned,
+    /// or in session mode, the connection of its port's own kind.
+    fn keeps(&self, leased: &Leased) -> bool {
+        keeps(
+            self.listener,
+            self.mode,
+            self.session.pins.is_pinned(),
+            leased,
+        )
+    }
+
+    /// Makes `leased` the active connection.
+    fn activate(&mut self, leased: Leased) {
+        self.last_serial = Some(leased.conn.serial);
+        self.cancel.slot().set(Some(leased.conn.cancel_target()));
+        self.active = Some(leased);
+    }
+
+    /// Lets a connection go (see `server::release`).
+    fn release(&mut self, leased: Leased, leaving: Leaving) {
+        self.cancel.slot().set(None);
+        server::release(self.shared, leased, leaving);
+    }
+
+    /// Makes the active connection one that serves `to`, at an idle point
+    /// taking it from the pool (or the session's home); elsewhere the
+    /// current one goes on.
+    async fn connect_for(&mut self, to: To, at_idle: bool) -> Result<(), Failure> {
+        let tell = |error| Failure {
+            error,
+            can_tell: true,
+        };
+        let want = match to {
+            To::Current => {
+                if self.active.is_some() {
+                    return Ok(());
+                }
+                match self.listener {
+                    Listener::ReadWrite => On::Primary,
+                    Listener::ReadOnly => self.first_reader(),
+                }
+            }
+            To::Primary => On::Primary,
+            To::Replica(i) => On::Replica(i),
+            To::ReadOnlyPrimary => On::ReadOnlyPrimary,
+        };
+        let snapshot = self.shared.topology.snapshot();
+        let (listener, mode, pinned) = (self.listener, self.mode, self.session.pins.is_pinned());
+        let fits = |l: &Leased| {
+            let kind = match (l.on, want) {
+                (On::Replica(_), On::Replica(_)) => {
+                    // A replica the session keeps serves its reads on the
+                    // read-only port; otherwise the one the router chose.
+                    l.on == want
+                        || (listener == Listener::ReadOnly && keeps(listener, mode, pinned, l))
+                }
+                (have, want) => have == want,
+            };
+            kind && target::eligible(&snapshot, l.on, &l.conn)
+        };
+        if self.active.as_ref().is_some_and(fits) {
+            return Ok(());
+        }
+        if self.active.is_some() && !at_idle {
+            // Requests are in flight here: the router keeps to it.
+            return Ok(());
+        }
+        if let Some(active) = self.active.take() {
+            if self.keeps(&active) && self.home.is_none() {
+                self.cancel.slot().set(None);
+                self.home = Some(active);
+            } else {
+                self.release(active, Leaving::Clean);
+            }
+        }
+        if self.home.as_ref().is_some_and(fits) {
+            let home = self.home.take().expect("checked");
+            self.activate(home);
+            return Ok(());
+        }
+        let leased = server::acquire(
+            self.shared,
+            Want {
+                on: want,
+                login: &self.login,
+                user: &self.user,
+                prefer: self.last_serial,
+                read_write: self.listener == Listener::ReadWrite,
+            },
+        )
+        .await
+        .map_err(tell)?;
+        self.activate(leased);
+        Ok(())
+    }
+
+    /// The replica a read-only session reads from when the router did not
+    /// pick one (its first request after a COPY at an idle point, say).
+    fn first_reader(&self) -> On {
+        let snapshot = self.shared.topology.snapshot();
+        match snapshot.read_schedule.first() {
+            Some(&i) if Some(i) != snapshot.primary => On::Replica(i),
+            _ => On::ReadOnlyPrimary,
+        }
+    }
+
+    /// Sends a batch where the router said.
+    async fn send(&mut self, batch: &Batch, route: Route) -> Result<(), Failure> {
+        let at_idle = self.idle_point();
+        if at_idle {
+            if let Err(ms) = self.shared.wait_unpaused().await {
+                return Err(Failure {
+                    error: SessionError::PauseTimeout { ms },
+                    can_tell: true,
+                });
+            }
+        }
+        if matches!(route.to, To::Replica(_)) {
+            self.shared.topology.advance_ticket();
+        }
+        self.connect_for(route.to, at_idle).await?;
+        if batch.end == End::Copy {
+            self.copy_done |= batch.msgs.iter().any(|m| {
+                matches!(
+                    m.tag,
+                    crate::protocol::tag::COPY_DONE | crate::protocol::tag::COPY_FAIL
+                )
+            });
+        }
+        if self.absorb_sync && batch.end == End::Sync && batch.msgs.len() == 1 {
+            // Ignored by the server in COPY mode: it answers nothing.
+            self.to_server
+                .extend_from_slice(&self.client_in[..batch.len]);
+            self.absorb_sync = !self.copy_done;
+            self.client_in.advance(batch.len);
+            self.try_send_to_server();
+            return Ok(());
+        }
+        let mut route = route;
+        if at_idle && !self.sync_settings().await? {
+            // A replica could not take the session's settings: the primary.
+            self.connect_for(To::Primary, true).await?;
+            self.sync_settings().await?;
+            route.reason = router::Reason::Statement(crate::classify::Why::Session);
+        }
+        let at_boundary = !self.open;
+        if let Some(begin) = self.deferred_begin.take() {
+            self.to_server.extend_from_slice(&begin);
+            self.replies
+                .push(super::replies::Item::Own(super::replies::Await::Ready));
+        }
+        let config = self.shared.config.load();
+        let leased = self.active.as_mut().expect("connected above");
+        let on = leased.on;
+        let bytes = &self.client_in[..batch.len];
+        let forwarded = forward(
+            batch,
+            bytes,
+            Ends {
+                session: &mut self.session,
+                session_id: self.id,
+                conn: &mut leased.conn.statements,
+                registry: &self.shared.statements,
+                max_statements: config.pool.max_prepared_statements,
+                at_boundary,
+            },
+            &mut self.to_server,
+            &mut self.replies,
+        );
+        self.shared.metrics.prepared_statements(
+            forwarded.prepared,
+            forwarded.reused,
+            forwarded.evicted,
+        );
+        let net = if at_idle
+            && batch.requests == 1
+            && self.listener == Listener::ReadWrite
+            && matches!(on, On::Replica(_))
+        {
+            Net::Armed
+        } else {
+            Net::Off
+        };
+        if net == Net::Armed {
+            let replay = self.replay.get_or_insert_with(|| Replay {
+                bytes: BytesMut::new(),
+                net: Net::Off,
+            });
+            replay.bytes.clear();
+            replay.bytes.extend_from_slice(bytes);
+            replay.net = Net::Armed;
+        }
+        self.session.send(batch.verdicts(), &mut self.staged);
+        if let Some(pin) = route.pin {
+            self.session.pin(pin);
+        }
+        self.sync_pin_gauges();
+        let on_primary = matches!(on, On::Primary | On::ReadOnlyPrimary);
+        if batch.requests > 0 {
+            self.requests.push_back(Request {
+                staged: std::mem::take(&mut self.staged),
+                wrote: on_primary && route.reason.may_write(),
+                error: false,
+                started: Instant::now(),
+                on_replica: !on_primary,
+                extended: batch.end == End::Sync,
+            });
+        }
+        self.open = match batch.end {
+            End::Flush | End::Open => true,
+            End::Copy => self.open,
+            _ => false,
+        };
+        let n = u64::from(batch.requests);
+        let target = if on_primary { "primary" } else { "replica" };
+        if on_primary {
+            self.traffic.to_primary += n;
+        } else {
+            self.traffic.to_replica += n;
+        }
+        self.metrics().statements(target, route.reason.label(), n);
+        if let Some(outcome) = route.ryw {
+            self.shared.metrics.read_your_writes(outcome.label());
+            if matches!(
+                outcome,
+                router::RywOutcome::Unknown | router::RywOutcome::Behind
+            ) {
+                // Ask for positions for the reads that follow.
+                self.shared.positions.want(&self.session.floor);
+            }
+        }
+        self.client_in.advance(batch.len);
+        self.emit_standins()?;
+        self.try_send_to_server();
+        Ok(())
+    }
+
+    /// Stand-in replies now due go to the client.
+    fn emit_standins(&mut self) -> Result<(), Failure> {
+        let mut standins = BytesMut::new();
+        self.replies.standins(&mut standins);
+        if standins.is_empty() {
+            return Ok(());
+        }
+        let tail = self.server_in.split_off(self.to_client);
+        self.server_in.extend_from_slice(&standins);
+        self.to_client = self.server_in.len();
+        self.server_in.unsplit(tail);
+        self.try_send_to_client()
+    }
+
+    /// Counts the session's pins in `pgsplit_pinned_sessions` as they change.
+    fn sync_pin_gauges(&mut self) {
+        let now: Vec<crate::classify::PinCause> = self.session.pins.causes().collect();
+        if now == self.counted_pins {
+            return;
+        }
+        for cause in &now {
+            if !self.counted_pins.contains(cause) {
+                self.shared.metrics.pinned(*cause, 1);
+            }
+        }
+        for cause in &self.counted_pins {
+            if !now.contains(cause) {
+                self.shared.metrics.pinned(*cause, -1);
+            }
+        }
+        self.counted_pins = now;
+    }
+
+    /// At an idle point: the connection goes back to the pool unless the
+    /// session keeps it; a held batch goes now. Returns true when the
+    /// client sent Terminate meanwhile.
+    async fn on_idle(&mut self) -> Result<bool, Failure> {
+        if let Some(active) = self.active.take() {
+            if self.keeps(&active) && self.home.is_none() {
+                self.active = Some(active);
+            } else {
+                self.release(active, Leaving::Clean);
+                if let Some(home) = self.home.take() {
+                    self.activate(home);
+                }
+            }
+        }
+        // An idle session holds no buffer memory.
+        if self.client_in.is_empty() && self.client_in.capacity() > 0 {
+            self.client_in = BytesMut::new();
+        }
+        if self.server_in.is_empty() && self.server_in.capacity() > 0 {
+            self.server_in = BytesMut::new();
+        }
+        if self.to_server.is_empty() && self.to_server.capacity() > 0 {
+            self.to_server = BytesMut::new();
+        }
+        if self.held {
+            self.held = false;
+            return self.on_client_bytes().await;
+        }
+        Ok(false)
+    }
+
+    /// Waits for fresher replica positions, up to `max_wait_ms`.
+    async fn wait_positions(&mut self) {
+        let config = self.shared.config.load_full();
+        let wait = Duration::from_millis(config.consistency.max_wait_ms);
+        let started = Instant::now();
+        let floor = self.session.floor;
+        let mut changes = self.shared.positions.subscribe();
+        self.shared.positions.want(&floor);
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                let snapshot = self.shared.topology.snapshot();
+                let has = snapshot.read_schedule.iter().any(|&i| {
+                    self.shared.positions.check(
+                        &snapshot.backends[i].name,
+                        snapshot.backends[i].replay_lsn,
+                        &floor,
+                    ) == crate::consistency::Check::Has
+                });
+                if has {
+                    return;
+                }
+                self.shared.positions.want(&floor);
+            }
+        })
+        .await;
+        self.shared
+            .metrics
+            .ryw_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The routing changed: a connection that no longer fits what it serves
+    /// is let go at once when idle; a session whose state lives on it, or
+    /// that is inside a transaction on a former primary, ends with one clear
+    /// error (writes must not go on against a fenced primary).
+    fn on_routing_change(&mut self) -> Result<(), Failure> {
+        let snapshot = self.shared.topology.snapshot();
+        let pinned = self.session.pins.is_pinned();
+        if let Some(home) = &self.home {
+            if !target::eligible(&snapshot, home.on, &home.conn) {
+                let error = moved_error(&snapshot, home);
+                let home = self.home.take().expect("checked");
+                self.release(home, Leaving::Busy);
+                if pinned {
+                    return Err(self.fail(error));
+                }
+            }
+        }
+        let Some(active) = &self.active else {
             return Ok(());
         };
-        if eligible(&snapshot, self.upstream.dest.rule(), server) {
+        if target::eligible(&snapshot, active.on, &active.conn) {
             return Ok(());
         }
-        let idle = phase.is_idle() && d.to_server == 0;
-        if idle && d.state.is_clean() {
-            self.upstream.detach("the topology changed").await;
+        let idle = self.idle_point();
+        let error = moved_error(&snapshot, active);
+        if idle && !(pinned && self.keeps(active)) {
+            let active = self.active.take().expect("checked");
+            tracing::info!(backend = %active.conn.name, "leaving a server the topology retired");
+            self.release(active, Leaving::Busy);
             return Ok(());
         }
-        // Writes must not go on against a former primary; a session with state
-        // that cannot move is told at its idle point. A read-only session
-        // finishes its transaction where it is.
-        if idle || self.upstream.dest == Dest::Primary {
-            let error = moved_error(&snapshot, self.upstream.dest.rule(), server);
-            // Stop a statement still running on the former primary.
-            self.upstream.abandon(!idle);
-            return Err(d.fail(error));
+        if idle || active.on == On::Primary {
+            let active = self.active.take().expect("checked");
+            self.release(active, Leaving::Busy);
+            return Err(self.fail(error));
         }
+        // A read on a replica finishes where it is.
         Ok(())
+    }
+
+    /// The session is over: its connections go back, clean, or are closed.
+    fn finish(&mut self, result: &Result<Outcome, Failure>) {
+        let busy = !self.requests.is_empty()
+            || !self.replies.is_empty()
+            || self.streaming.is_some()
+            || !self.to_server.is_empty()
+            || self.server_in.len() > self.to_client
+            || matches!(result, Ok(Outcome::ClientGone { busy: true }))
+            || result.is_err();
+        let pinned = self.session.pins.is_pinned();
+        let dirty = pinned || self.tx != TxStatus::Idle || self.open;
+        if let Some(active) = self.active.take() {
+            let leaving = if busy {
+                Leaving::Busy
+            } else if dirty {
+                Leaving::Reset { discard: pinned }
+            } else {
+                Leaving::Clean
+            };
+            self.release(active, leaving);
+        }
+        if let Some(home) = self.home.take() {
+            let leaving = if pinned {
+                Leaving::Reset { discard: true }
+            } else {
+                Leaving::Clean
+            };
+            self.release(home, leaving);
+        }
+        self.cancel.slot().set(None);
+        for cause in std::mem::take(&mut self.counted_pins) {
+            self.shared.metrics.pinned(cause, -1);
+        }
+    }
+}
+
+/// Whether a session keeps `leased` at an idle point: while pinned, or in
+/// session mode, the connection of its port's own kind.
+fn keeps(listener: Listener, mode: PoolMode, pinned: bool, leased: &Leased) -> bool {
+    let own_kind = match listener {
+        Listener::ReadWrite => leased.on == On::Primary,
+        Listener::ReadOnly => true,
+    };
+    own_kind && (pinned || mode == PoolMode::Session)
+}
+
+/// The error for a session that must leave `leased` but cannot move.
+fn moved_error(snapshot: &crate::topology::Snapshot, leased: &Leased) -> SessionError {
+    match leased.on {
+        On::Primary => SessionError::PrimaryChanged {
+            old: leased.conn.name.to_string(),
+            new: snapshot.primary.map(|p| snapshot.name(p).to_owned()),
+        },
+        On::Replica(_) | On::ReadOnlyPrimary => SessionError::Moved {
+            backend: leased.conn.name.to_string(),
+            why: match snapshot
+                .backends
+                .iter()
+                .find(|b| *b.name == *leased.conn.name)
+                .and_then(|b| b.reason.as_deref())
+            {
+                Some(reason) => format!("left read rotation ({reason})"),
+                None => "no longer serves reads".into(),
+            },
+        },
+    }
+}
+
+/// The catalog as the router sees it: the session's database.
+struct CatalogView<'a> {
+    catalog: &'a crate::classify::catalog::Catalog,
+    database: &'a str,
+}
+
+impl router::Catalog for CatalogView<'_> {
+    fn function(&self, name: &str) -> Option<router::FunctionInfo> {
+        self.catalog
+            .function(self.database, name)
+            .map(|f| router::FunctionInfo {
+                read: f.read,
+                sets_config: f.sets_config,
+            })
+    }
+
+    fn relation_unlogged(&self, name: &str) -> Option<bool> {
+        self.catalog.relation_unlogged(self.database, name)
+    }
+
+    fn function_oid(&self, oid: u32) -> Option<bool> {
+        self.catalog.function_oid(self.database, oid)
+    }
+}
+
+/// Replica positions as the router sees them.
+struct PositionsView<'a> {
+    positions: &'a crate::consistency::Positions,
+    snapshot: &'a crate::topology::Snapshot,
+}
+
+impl router::Positions for PositionsView<'_> {
+    fn check(
+        &self,
+        backend: usize,
+        floor: &crate::consistency::Floor,
+    ) -> crate::consistency::Check {
+        let b = &self.snapshot.backends[backend];
+        self.positions.check(&b.name, b.replay_lsn, floor)
     }
 }
 
@@ -538,130 +1077,13 @@ async fn next_change(
     (receiver, changed)
 }
 
-/// Bytes above which a side is no longer read until the other side took some.
-const HIGH_WATER: usize = 256 * 1024;
-
-/// Both directions' buffers. `client_buf[..to_server]` and
-/// `server_buf[..to_client]` are whole, scanned messages (or for the server,
-/// streamed pieces) waiting to be written; what follows is not yet scanned.
-struct Duplex {
-    client_buf: BytesMut,
-    to_server: usize,
-    server_buf: BytesMut,
+/// The buffers one poll looks at.
+struct Buffers<'a> {
+    client_in: &'a mut BytesMut,
+    to_server: &'a BytesMut,
+    server_in: &'a mut BytesMut,
     to_client: usize,
-    scanner: StreamScanner,
-    /// A write to the client may sit in a TLS buffer until flushed.
     client_dirty: bool,
-    server_fatal: bool,
-    fatal_reason: Option<String>,
-    state: SessionState,
-    /// When the request now in flight was sent (for the duration histogram).
-    started: Option<Instant>,
-    traffic: Traffic,
-    /// The last message forwarded left an extended-protocol batch open.
-    open_batch: bool,
-    /// Client messages wait in `client_buf` until the server is done with
-    /// the current request (they must go elsewhere, or need a sync first).
-    held: bool,
-    /// The server connection the last batch went to (its cancel key): a
-    /// different one gets a full sync.
-    last_server: Option<crate::protocol::startup::CancelKey>,
-    /// The safety net for the request in flight, and a copy of it.
-    retry: Retry,
-    retry_buf: BytesMut,
-    /// The next batch goes to the primary whatever it is (a retried one).
-    force_primary: bool,
-    /// Read-only port: a refused Parse; drop messages up to its Sync.
-    skip_to_sync: bool,
-    /// Read-write port: a plain BEGIN answered by pgsplit and not sent yet;
-    /// the statement after it decides where the transaction runs.
-    deferred_begin: BytesMut,
-}
-
-impl Default for Duplex {
-    fn default() -> Self {
-        Duplex {
-            client_buf: BytesMut::with_capacity(READ_SIZE),
-            to_server: 0,
-            server_buf: BytesMut::with_capacity(READ_SIZE),
-            to_client: 0,
-            scanner: StreamScanner::new(),
-            client_dirty: false,
-            server_fatal: false,
-            fatal_reason: None,
-            state: SessionState::Clean,
-            started: None,
-            traffic: Traffic::default(),
-            open_batch: false,
-            held: false,
-            last_server: None,
-            retry: Retry::Off,
-            retry_buf: BytesMut::new(),
-            force_primary: false,
-            skip_to_sync: false,
-            deferred_begin: BytesMut::new(),
-        }
-    }
-}
-
-impl Duplex {
-    fn fail(&self, error: SessionError) -> Failure {
-        Failure {
-            error,
-            can_tell: self.scanner.at_boundary() && self.to_client == 0,
-        }
-    }
-
-    fn sent_to_server(&mut self, n: usize, metrics: &ListenerMetrics) {
-        self.client_buf.advance(n);
-        self.to_server -= n;
-        self.traffic.bytes_in += n as u64;
-        metrics.bytes_to_server.inc_by(n as u64);
-    }
-
-    fn sent_to_client(&mut self, n: usize, metrics: &ListenerMetrics) {
-        self.server_buf.advance(n);
-        self.to_client -= n;
-        self.client_dirty = true;
-        self.traffic.bytes_out += n as u64;
-        metrics.bytes_to_client.inc_by(n as u64);
-    }
-
-    async fn flush_to_client(&mut self, client: &mut ClientStream) -> std::io::Result<()> {
-        if self.to_client > 0 {
-            client.write_all(&self.server_buf[..self.to_client]).await?;
-            self.server_buf.advance(self.to_client);
-            self.to_client = 0;
-        }
-        client.flush().await?;
-        self.client_dirty = false;
-        Ok(())
-    }
-
-    /// While idle, the server only sends asynchronous messages (notices,
-    /// notifications, parameter changes) or a FATAL error before it hangs up.
-    /// Queues the former for the client. For a clean session, drops the latter
-    /// and the rest and returns true (the session detaches without telling the
-    /// client: its next request gets a fresh server); a session with state
-    /// gets the FATAL like any other message.
-    fn take_idle_messages(&mut self, max: usize, clean: bool) -> bool {
-        while let Ok(Some(frame)) = split_frame(&self.server_buf[self.to_client..], max) {
-            let fatal = frame.tag == tag::ERROR_RESPONSE && message::error_is_fatal(frame.body);
-            // A session holding state hears the server's own last word.
-            self.server_fatal |= fatal;
-            if fatal && clean {
-                let message = message::ErrorFields::parse(frame.body)
-                    .map(|f| f.message.to_owned())
-                    .unwrap_or_default();
-                self.fatal_reason =
-                    Some(format!("the server ended the idle connection: {message}"));
-                self.server_buf.truncate(self.to_client);
-                return true;
-            }
-            self.to_client += frame.wire_len();
-        }
-        false
-    }
 }
 
 /// What one turn of the I/O poll produced.
@@ -678,39 +1100,37 @@ enum Io {
 fn poll_io<'a>(
     client: &'a mut ClientStream,
     mut server: Option<&'a mut tokio::net::TcpStream>,
-    d: &'a mut Duplex,
+    b: Buffers<'a>,
     read_client: bool,
     read_server: bool,
 ) -> impl std::future::Future<Output = Io> + 'a {
     std::future::poll_fn(move |cx| {
         if let Some(server) = server.as_deref_mut() {
-            if d.to_server > 0 {
-                if let Poll::Ready(r) =
-                    Pin::new(&mut *server).poll_write(cx, &d.client_buf[..d.to_server])
-                {
+            if !b.to_server.is_empty() {
+                if let Poll::Ready(r) = Pin::new(&mut *server).poll_write(cx, b.to_server) {
                     return Poll::Ready(Io::ServerWrote(r));
                 }
             }
         }
-        if d.to_client > 0 {
+        if b.to_client > 0 {
             if let Poll::Ready(r) =
-                Pin::new(&mut *client).poll_write(cx, &d.server_buf[..d.to_client])
+                Pin::new(&mut *client).poll_write(cx, &b.server_in[..b.to_client])
             {
                 return Poll::Ready(Io::ClientWrote(r));
             }
-        } else if d.client_dirty {
+        } else if b.client_dirty {
             if let Poll::Ready(r) = Pin::new(&mut *client).poll_flush(cx) {
                 return Poll::Ready(Io::ClientFlushed(r));
             }
         }
         if read_client {
-            if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, &mut d.client_buf) {
+            if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, &mut *b.client_in) {
                 return Poll::Ready(Io::ClientRead(r));
             }
         }
         if read_server {
             if let Some(server) = server.as_deref_mut() {
-                if let Poll::Ready(r) = poll_read_buf(Pin::new(server), cx, &mut d.server_buf) {
+                if let Poll::Ready(r) = poll_read_buf(Pin::new(server), cx, &mut *b.server_in) {
                     return Poll::Ready(Io::ServerRead(r));
                 }
             }
@@ -719,40 +1139,11 @@ fn poll_io<'a>(
     })
 }
 
-/// Walks the whole client messages at the front of `buf`: returns how many
-/// bytes to forward and whether a Terminate follows them. Counts requests into
-/// `phase`; `open_batch` says whether the last one forwarded leaves an
-/// extended-protocol batch open (no Sync yet). Rejects message types a client
-/// may not send after startup.
-fn scan_client(
-    buf: &[u8],
-    max: usize,
-    phase: &mut Phase,
-    state: &mut SessionState,
-    open_batch: &mut bool,
-) -> Result<(usize, bool), ProtocolError> {
-    let mut pos = 0;
-    while let Some(frame) = split_frame(&buf[pos..], max)? {
-        state.note(frame.tag, frame.body);
-        match frame.tag {
-            tag::QUERY | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE => *open_batch = false,
-            // A Flush asks for output; it neither opens nor closes a batch.
-            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {}
-            _ => *open_batch = true,
-        }
-        match frame.tag {
-            tag::TERMINATE => return Ok((pos, true)),
-            tag::QUERY | tag::SYNC | tag::FUNCTION_CALL => phase.sent_request(),
-            tag::PASSWORD => {
-                return Err(ProtocolError::Unexpected {
-                    tag: frame.tag,
-                    phase: "a session",
-                })
-            }
-            t if is_frontend_tag(t) => phase.sent_unsynced(),
-            t => return Err(ProtocolError::UnknownTag { tag: t }),
-        }
-        pos += frame.wire_len();
-    }
-    Ok((pos, false))
+/// Drains the client's output (used before a session ends with an error).
+pub(super) async fn flush_client(
+    client: &mut ClientStream,
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    client.write_all(out).await?;
+    client.flush().await
 }

@@ -231,6 +231,18 @@ impl Topology {
         self.routing.subscribe()
     }
 
+    /// The current position in the read schedule (see
+    /// [`Topology::advance_ticket`]).
+    pub fn ticket(&self) -> usize {
+        self.next_read.load(Ordering::Relaxed)
+    }
+
+    /// Moves the read schedule on by one: each read sent to a replica takes
+    /// the next entry, so weights hold exactly per cycle.
+    pub fn advance_ticket(&self) {
+        self.next_read.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Takes the next entry of `snapshot`'s read schedule.
     pub fn next_reader(&self, snapshot: &Snapshot) -> Option<usize> {
         if snapshot.read_schedule.is_empty() {

@@ -30,6 +30,25 @@ pub fn split_address(address: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+/// A tokio-postgres configuration for pgsplit's own connection to the
+/// backend at `address`, as the health user (`health.user`, database
+/// `health.database`).
+pub fn client_config(config: &Config, address: &str) -> Option<tokio_postgres::Config> {
+    let (host, port) = split_address(address)?;
+    let user = config.health_user();
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(host)
+        .port(port)
+        .user(&user.name)
+        .dbname(&config.health.database)
+        .application_name("pgsplit-health")
+        .connect_timeout(Duration::from_millis(config.health.timeout_ms));
+    if let Some(p) = &user.password {
+        pg.password(p.expose());
+    }
+    Some(pg)
+}
+
 /// Starts a probe task per configured backend, reporting with `generation`
 /// (see `Topology::reconfigure`); they stop on `stop`.
 pub fn spawn_all(
@@ -38,21 +57,10 @@ pub fn spawn_all(
     generation: u64,
     stop: &CancellationToken,
 ) {
-    let user = config.health_user();
     for (index, backend) in config.backends.iter().enumerate() {
-        let Some((host, port)) = split_address(&backend.address) else {
+        let Some(pg) = client_config(config, &backend.address) else {
             continue;
         };
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(host)
-            .port(port)
-            .user(&user.name)
-            .dbname(&config.health.database)
-            .application_name("pgsplit-health")
-            .connect_timeout(Duration::from_millis(config.health.timeout_ms));
-        if let Some(p) = &user.password {
-            pg.password(p.expose());
-        }
         let probe = Probe {
             generation,
             index,

@@ -1,7 +1,13 @@
-//! The safety net for a read that was not one: a request the classifier sent
-//! to a replica and that the replica refuses with 25006
-//! (read_only_sql_transaction) runs once more on the primary, provided
-//! nothing but metadata reached the client and no transaction was left open.
+//! The safety net for a read a standby cannot serve: a request the router
+//! sent to a replica and that the replica refuses because it is a standby
+//! runs once more on the primary, provided nothing but metadata reached the
+//! client and no transaction was left open. The refusals are the standby's
+//! own: 25006 (a write behind a STABLE label), 0A000 (an unlogged or
+//! temporary relation, SERIALIZABLE), 55000 (a WAL function that needs the
+//! primary: "recovery is in progress"), 40001 (a query cancelled by a
+//! conflict with recovery) and XX000 (an OID a standby cannot assign, as
+//! `lo_creat` asks). On the primary the same request either works or fails
+//! the same way, for the client to hear.
 //!
 //! Only a batch that is one request (one Query, or extended messages up to one
 //! Sync) sent at an idle point is armed; a copy of its bytes is kept in a
@@ -14,16 +20,10 @@
 use crate::protocol::frame::split_frame;
 use crate::protocol::{message, tag};
 
-/// Where the safety net stands for the request in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) enum Retry {
-    #[default]
-    Off,
-    /// The request went to a replica; its replies are held back.
-    Armed,
-    /// The replica refused it with 25006: waiting for its ReadyForQuery.
-    Refused,
-}
+use super::relay::Net as Retry;
+
+/// SQLSTATEs a standby raises because it is one.
+pub const STANDBY_REFUSALS: &[&str] = &["25006", "0A000", "55000", "40001", "XX000"];
 
 /// What the held replies say.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub(super) enum Held {
     /// The first `len` bytes are the refused request's whole answer, ending
     /// idle: drop them and run the request on the primary.
     Rerun { len: usize },
-    /// A 25006 was seen; keep holding until ReadyForQuery.
+    /// A standby refusal was seen; keep holding until ReadyForQuery.
     Refused,
 }
 
@@ -62,7 +62,7 @@ pub(super) fn inspect(state: Retry, buf: &[u8], max: usize) -> Held {
             }
             tag::ERROR_RESPONSE if !refused => {
                 let code = message::ErrorFields::parse(frame.body).map(|f| f.code);
-                if code != Ok("25006") {
+                if !code.is_ok_and(|c| STANDBY_REFUSALS.contains(&c)) {
                     return Held::Release;
                 }
                 refused = true;
@@ -125,6 +125,20 @@ mod tests {
         let mut in_tx = refused();
         in_tx.extend(frame(b'Z', b"E"));
         assert_eq!(inspect(Retry::Armed, &in_tx, 1024), Held::Release);
+    }
+
+    #[test]
+    fn standby_refusals_rerun_and_other_errors_pass() {
+        for code in STANDBY_REFUSALS {
+            let mut out = BytesMut::new();
+            encode::error_response(&mut out, Severity::Error, code, "a standby says no");
+            out.extend(frame(b'Z', b"I"));
+            assert_eq!(
+                inspect(Retry::Armed, &out, 1024),
+                Held::Rerun { len: out.len() },
+                "{code}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! The position poller: reads the primary's insert position and replicas'
+//! replay positions on its own connections, only while some read waits for
+//! one, at most every `consistency.poll_ms`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::SimpleQueryMessage;
+use tokio_util::sync::CancellationToken;
+
+use super::replicas;
+use crate::shared::Shared;
+use crate::topology::Lsn;
+
+/// One connection per backend, by name (with the address it was opened to).
+type Clients = HashMap<String, (String, tokio_postgres::Client)>;
+
+/// Runs until `stop`.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut clients = Clients::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = shared.positions.demand.notified() => {}
+        }
+        // Poll while reads keep waiting, no more often than the interval.
+        loop {
+            let started = tokio::time::Instant::now();
+            let snapshot = shared.topology.snapshot();
+            let in_rotation = replicas(&snapshot);
+            let names: Vec<String> = in_rotation.iter().map(|(n, _)| n.clone()).collect();
+            let (primary, wanted) = shared.positions.wants(&names);
+            if !primary && wanted.is_empty() {
+                break;
+            }
+            let config = shared.config.load_full();
+            let timeout = Duration::from_millis(config.health.timeout_ms);
+            if let Some(p) = snapshot.primary {
+                let b = &snapshot.backends[p];
+                shared.positions.follow_primary(&b.name);
+                if primary {
+                    let start = Instant::now();
+                    let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+                    if let Some(lsn) =
+                        read_lsn(&shared, &mut clients, &b.name, &b.address, sql, timeout).await
+                    {
+                        shared.positions.record_primary(&b.name, start, lsn);
+                    }
+                }
+            }
+            let sql = "SELECT pg_catalog.pg_last_wal_replay_lsn()";
+            for (name, address) in in_rotation.iter().filter(|(n, _)| wanted.contains(n)) {
+                if let Some(lsn) =
+                    read_lsn(&shared, &mut clients, name, address, sql, timeout).await
+                {
+                    shared.positions.record_replay(name, lsn);
+                }
+            }
+            let interval = Duration::from_millis(config.consistency.poll_ms);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(started + interval) => {}
+            }
+        }
+    }
+}
+
+/// Runs a one-LSN query on `name`'s connection (opening it if need be).
+/// None when the backend did not answer in time or answered no LSN.
+async fn read_lsn(
+    shared: &Shared,
+    clients: &mut Clients,
+    name: &str,
+    address: &str,
+    sql: &str,
+    timeout: Duration,
+) -> Option<Lsn> {
+    if clients
+        .get(name)
+        .is_some_and(|(a, c)| a != address || c.is_closed())
+    {
+        clients.remove(name);
+    }
+    if !clients.contains_key(name) {
+        let config = shared.config.load();
+        let pg = crate::topology::probe::client_config(&config, address)?;
+        let (client, connection) = tokio::time::timeout(timeout, pg.connect(tokio_postgres::NoTls))
+            .await
+            .ok()?
+            .ok()?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        clients.insert(name.to_owned(), (address.to_owned(), client));
+    }
+    let (_, client) = clients.get(name)?;
+    shared.metrics.internal_query(name, "position");
+    let answer = tokio::time::timeout(timeout, client.simple_query(sql)).await;
+    let messages = match answer {
+        Ok(Ok(messages)) => messages,
+        _ => {
+            clients.remove(name);
+            return None;
+        }
+    };
+    messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+        _ => None,
+    })
+}
