@@ -97,6 +97,7 @@ impl Proxy {
             shared.clone(),
             shared.shutdown.clone(),
         ));
+        tokio::spawn(prune_pool(shared.clone()));
         for (listener, kind) in [(rw, Listener::ReadWrite), (ro, Listener::ReadOnly)] {
             tracker.spawn(accept_loop(
                 listener,
@@ -231,6 +232,29 @@ async fn accept_loop(
                 tracing::warn!(error = %e, listener = kind.as_str(), "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// On every routing change: idle pooled connections to backends that serve
+/// nothing now (a fenced former primary, a removed backend) are closed.
+async fn prune_pool(shared: Arc<Shared>) {
+    let mut routing = shared.topology.subscribe_routing();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            changed = routing.changed() => if changed.is_err() { return },
+        }
+        let snapshot = shared.topology.snapshot();
+        shared.pool.prune(|name| {
+            snapshot
+                .backends
+                .iter()
+                .position(|b| b.name == name)
+                .is_some_and(|i| snapshot.primary == Some(i) || snapshot.read_schedule.contains(&i))
+        });
+        if let Some(p) = snapshot.primary {
+            shared.positions.follow_primary(&snapshot.backends[p].name);
         }
     }
 }

@@ -483,6 +483,31 @@ impl Pool {
         }
     }
 
+    /// Closes the idle connections of backends `keep` rejects (no longer the
+    /// primary nor a reader: fenced, removed, down).
+    pub fn prune(&self, keep: impl Fn(&str) -> bool) {
+        let mut closed = Vec::new();
+        {
+            let mut backends = lock(&self.inner.backends);
+            for (name, b) in backends.iter_mut() {
+                if keep(name) {
+                    continue;
+                }
+                for (_, list) in b.idle.drain() {
+                    b.gauges.idle.dec_by(list.len() as i64);
+                    closed.extend(list);
+                }
+                b.greetings.clear();
+            }
+        }
+        if !closed.is_empty() {
+            tracing::info!(
+                connections = closed.len(),
+                "closed idle connections to backends that serve nothing now"
+            );
+        }
+    }
+
     /// Per backend: (open, idle, waiting) connections, for `/status`.
     pub fn counts(&self) -> Vec<(String, usize, usize, usize)> {
         let backends = lock(&self.inner.backends);

@@ -193,8 +193,12 @@ pub struct Input<'a> {
     pub catalog: &'a dyn Catalog,
     pub positions: &'a dyn Positions,
     pub policy: Policy,
-    /// Position in the read schedule (advanced by the caller per read).
+    /// Position in the read schedule (the caller moves it on when a session
+    /// takes a new replica).
     pub ticket: usize,
+    /// The replica the session read from last (backend index): reads stay
+    /// there while it serves them, as sessions did before pooling.
+    pub preferred: Option<usize>,
     pub now: Instant,
     /// The batch was refused by a replica with a standby-only error and is
     /// run again.
@@ -410,6 +414,11 @@ fn effects_allow_replica(verdict: &Verdict, session: &SessionState) -> Result<()
             Effect::Begin {
                 serializable: true, ..
             } => return Err(Reason::Serializable),
+            // A transaction declared READ ONLY may run on a replica.
+            Effect::Begin {
+                read_only: Some(true),
+                ..
+            } => {}
             Effect::Pin(cause) => return Err(Reason::Pinned(*cause)),
             _ => return Err(Reason::Statement(Why::Session)),
         }
@@ -543,7 +552,7 @@ fn session_keeps_reads_home(input: &Input) -> Option<Reason> {
     }
     if s.pins.has(PinCause::TempObject) {
         let user_functions = input.batch.verdicts().any(|v| !v.functions.is_empty());
-        if user_functions || s.may_see_temp(input.bytes) {
+        if user_functions || may_see_temp(input) {
             return Some(Reason::Pinned(PinCause::TempObject));
         }
     }
@@ -556,6 +565,41 @@ fn session_keeps_reads_home(input: &Input) -> Option<Reason> {
         return Some(Reason::Pinned(PinCause::HoldCursor));
     }
     None
+}
+
+/// Whether any SQL the batch runs may name one of the session's temp
+/// objects: its own text, and the statements it binds or EXECUTEs.
+fn may_see_temp(input: &Input) -> bool {
+    let s = input.session;
+    if s.may_see_temp(input.bytes) {
+        return true;
+    }
+    for msg in &input.batch.msgs {
+        let text: Option<&[u8]> = match &msg.kind {
+            Kind::Bind { statement } | Kind::DescribeStatement { name: statement } => {
+                let name = msg.slice(input.bytes, statement);
+                if name.is_empty() {
+                    s.statements.unnamed.as_ref().map(|u| &u.parse[..])
+                } else {
+                    s.statements.named.get(name).map(|p| &p.key.body[..])
+                }
+            }
+            _ => None,
+        };
+        if text.is_some_and(|t| s.may_see_temp(t)) {
+            return true;
+        }
+    }
+    input.batch.verdicts().any(|v| {
+        v.effects.iter().any(|e| match e {
+            Effect::Execute { name, .. } => s
+                .statements
+                .sql
+                .get(name.as_str())
+                .is_some_and(|p| s.may_see_temp(p.text.as_bytes())),
+            _ => false,
+        })
+    })
 }
 
 /// Whether the read names an unlogged relation (a standby cannot read one).
@@ -582,9 +626,23 @@ fn unlogged(input: &Input) -> Result<bool, Vec<Lookup>> {
     }
 }
 
-/// The floor a read must meet under the configured mode.
+/// The floor a read must meet under the configured mode. A read the
+/// session or its comment sends to a replica on purpose (`pgsplit.route =
+/// replica`, `/* pgsplit:replica */`) waives its own writes' floor; a
+/// causal token still holds.
 fn floor_for(input: &Input) -> Floor {
     let floor = input.session.floor;
+    let waived = input.session.route == Some(RouteMode::Replica)
+        || input
+            .batch
+            .verdicts()
+            .any(|v| v.hint == Some(RouteMode::Replica));
+    if waived {
+        return Floor {
+            committed_before: None,
+            ..floor
+        };
+    }
     match input.policy.consistency {
         ConsistencyMode::Lsn => floor,
         // A causal token holds in every mode.
@@ -613,13 +671,11 @@ fn replica_for_read(input: &Input) -> Decision {
         return send(To::Primary, Reason::Consistency(RywOutcome::Window));
     }
     let floor = floor_for(input);
-    let start = input.ticket % schedule.len();
-    if floor.is_empty() {
-        return send(To::Replica(schedule[start]), Reason::Read);
-    }
     let mut behind = false;
-    for k in 0..schedule.len() {
-        let i = schedule[(start + k) % schedule.len()];
+    for i in candidates(input) {
+        if floor.is_empty() {
+            return send(To::Replica(i), Reason::Read);
+        }
         let check = if Some(i) == snapshot.primary {
             Check::Has
         } else {
@@ -707,12 +763,10 @@ pub fn read_only(input: &Input) -> Decision {
         wrote_at: None,
         ..input.session.floor
     };
-    let start = input.ticket % schedule.len();
-    if floor.is_empty() {
-        return send(To::Replica(schedule[start]), Reason::Listener);
-    }
-    for k in 0..schedule.len() {
-        let i = schedule[(start + k) % schedule.len()];
+    for i in candidates(input) {
+        if floor.is_empty() {
+            return send(To::Replica(i), Reason::Listener);
+        }
         if Some(i) == input.snapshot.primary || input.positions.check(i, &floor) == Check::Has {
             return Decision::Send(Route {
                 to: To::Replica(i),
@@ -736,6 +790,19 @@ pub fn read_only(input: &Input) -> Decision {
         pin: None,
         ryw: Some(RywOutcome::Behind),
     })
+}
+
+/// Replicas to try for a read, in order: the session's own, while in
+/// rotation, then the weighted schedule from the current ticket.
+fn candidates<'a>(input: &'a Input) -> impl Iterator<Item = usize> + 'a {
+    let schedule = &input.snapshot.read_schedule;
+    let start = input.ticket % schedule.len().max(1);
+    let preferred = input.preferred.filter(|p| schedule.contains(p));
+    preferred.into_iter().chain(
+        (0..schedule.len())
+            .map(move |k| schedule[(start + k) % schedule.len()])
+            .filter(move |i| Some(*i) != preferred),
+    )
 }
 
 fn pin_of(session: &SessionState) -> PinCause {

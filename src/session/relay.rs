@@ -172,6 +172,8 @@ pub struct Relay<'a> {
     batch: Batch,
     /// The connection the session used last.
     last_serial: Option<u64>,
+    /// The replica the session reads from (by name).
+    preferred: Option<Arc<str>>,
     replay: Option<Replay>,
     /// The next batch is one the safety net put back.
     retry_next: bool,
@@ -225,6 +227,7 @@ impl<'a> Relay<'a> {
             streaming: None,
             batch: Batch::default(),
             last_serial: None,
+            preferred: None,
             replay: None,
             retry_next: false,
             server_fatal: false,
@@ -564,13 +567,19 @@ impl<'a> Relay<'a> {
                 no_replica: config.routing.no_replica,
             },
             ticket: self.shared.topology.ticket(),
+            preferred: self
+                .preferred
+                .as_deref()
+                .and_then(|name| snapshot.backends.iter().position(|b| *b.name == *name)),
             now: Instant::now(),
             retry,
             waited,
             looked_up,
             home: self.home_on(),
         };
-        router::route(&input)
+        let decision = router::route(&input);
+        tracing::trace!(flow = ?input.flow, end = ?batch.end, ?decision, "routed a batch");
+        decision
     }
 
     /// What the connection the session keeps serves, if it keeps one.
@@ -698,8 +707,15 @@ impl<'a> Relay<'a> {
                 });
             }
         }
-        if matches!(route.to, To::Replica(_)) {
-            self.shared.topology.advance_ticket();
+        if let To::Replica(i) = route.to {
+            // A session reads from one replica while it serves; taking a
+            // new one moves the weighted schedule on.
+            let snapshot = self.shared.topology.snapshot();
+            let name = snapshot.backends.get(i).map(|b| b.name.as_str());
+            if self.preferred.as_deref() != name {
+                self.shared.topology.advance_ticket();
+                self.preferred = name.map(Arc::from);
+            }
         }
         self.connect_for(route.to, at_idle).await?;
         if batch.end == End::Copy {

@@ -78,12 +78,13 @@ pub async fn acquire(shared: &Shared, want: Want<'_>) -> Result<Leased, SessionE
         };
         match checkout(shared, &target, &login, want.user, want.prefer).await {
             Ok((conn, fresh, in_use)) => {
+                tracing::trace!(backend = %target.name, addr = %conn.addr, serial = conn.serial, fresh, ?on, "connection for the session");
                 return Ok(Leased {
                     conn,
                     on,
                     _in_use: in_use,
                     fresh,
-                })
+                });
             }
             Err(PoolError::Connect(e)) if e.is_unreachable() && Instant::now() < deadline => {
                 tracing::warn!(backend = %target.name, error = %e, "backend unreachable; trying again");

@@ -170,13 +170,21 @@ pub fn all() -> Vec<Case> {
         r(READ, "SELECT CASE WHEN n > 3 THEN 'big' ELSE 'small' END FROM t LIMIT 2"),
         r(READ, "SELECT 'x' WHERE false"),
         r(READ, "SELECT relname FROM pg_class WHERE relname = 't'"),
-        r(READ, "SELECT count(*) FROM pg_stat_activity"),
+        // A node's own runtime state: the primary's (routing.primary_relations).
+        p(READ, "SELECT count(*) FROM pg_stat_activity"),
+        p(READ, "SELECT gid FROM pg_prepared_xacts"),
+        p(READ, "SELECT count(*) FROM pg_locks"),
         // ---- reads with built-in read functions -> replica
         r(FUNC, "SELECT now(), current_timestamp, clock_timestamp()"),
         r(FUNC, "SELECT count(*) FROM generate_series(1, 1000)"),
         r(FUNC, "SELECT lower('ABC'), upper(v), length(v) FROM t WHERE id = 2"),
         r(FUNC, "SELECT random() < 2"),
-        r(FUNC, "SELECT pg_is_in_recovery()"),
+        // Questions about the session's own server: the primary's.
+        p(FUNC, "SELECT pg_is_in_recovery()"),
+        p(FUNC, "SELECT pg_backend_pid()"),
+        p(FUNC, "SELECT current_setting('transaction_read_only')"),
+        p(FUNC, "SHOW transaction_read_only"),
+        p(FUNC, "SELECT pg_current_wal_lsn()"),
         r(FUNC, "SELECT current_setting('server_version_num')"),
         r(FUNC, "SELECT current_user, session_user, current_database(), version()"),
         r(FUNC, "SELECT json_build_object('a', 1)::text, jsonb_pretty('{\"a\": 1}')"),
@@ -304,12 +312,20 @@ pub fn all() -> Vec<Case> {
         r(SESS, "SELECT 1").pre(&["SET application_name = 'splitting'"]),
         r(SESS, "SELECT 1").pre(&["SET statement_timeout = '10s'"]),
         r(SESS, "SELECT now()").pre(&["SET TIME ZONE 'UTC'"]),
-        // ---- session pins -> primary
-        p(PIN, "SELECT 1").pre(&["CREATE TEMP TABLE tmp_pin (x int)"]),
-        p(PIN, "SELECT * FROM t WHERE id = 9").pre(&["CREATE TEMP TABLE tmp_pin2 (x int)"]),
-        p(PIN, "SELECT 1").pre(&["LISTEN ch"]),
-        p(PIN, "SELECT 1").pre(&["SELECT pg_advisory_lock(1)"]),
-        p(PIN, "SELECT 1").pre(&["DECLARE held CURSOR WITH HOLD FOR SELECT * FROM t"]),
+        // ---- session pins: what needs the pinned state runs where it is
+        // (the primary); reads that cannot see it are still offloaded.
+        p(PIN, "SELECT * FROM tmp_pin").pre(&["CREATE TEMP TABLE tmp_pin (x int)"]),
+        p(PIN, "SELECT count(*) FROM pg_temp.tmp_pin3").pre(&["CREATE TEMP TABLE tmp_pin3 (x int)"]),
+        // A temp table shadows a regular one of the same name.
+        p(PIN, "SELECT count(*) FROM t").pre(&["CREATE TEMP TABLE t (x int)"]),
+        p(PIN, "SELECT my_stable_fn()").pre(&["CREATE TEMP TABLE tmp_pin4 (x int)"]),
+        r(PIN, "SELECT * FROM t WHERE id = 9").pre(&["CREATE TEMP TABLE tmp_pin2 (x int)"]),
+        r(PIN, "SELECT 1").pre(&["LISTEN ch"]),
+        r(PIN, "SELECT 1").pre(&["SELECT pg_advisory_lock(1)"]),
+        r(PIN, "SELECT 1").pre(&["DECLARE held CURSOR WITH HOLD FOR SELECT * FROM t"]),
+        p(PIN, "FETCH 1 FROM held2").pre(&["DECLARE held2 CURSOR WITH HOLD FOR SELECT * FROM t"]),
+        p(PIN, "SELECT 1").pre(&["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"]),
+        r(PIN, "SELECT 1").pre(&["CREATE TEMP TABLE tmp_gone (x int)", "DISCARD TEMP"]),
         // ---- SET pgsplit.route
         p(ROUTE, "SELECT 1").pre(&["SET pgsplit.route = 'primary'"]),
         p(ROUTE, "SELECT * FROM t WHERE id = 10").pre(&["SET pgsplit.route = 'primary'"]),
