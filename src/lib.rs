@@ -17,7 +17,6 @@
 //! - [`admin`]: the admin HTTP listener.
 //! - [`error`]: error kinds and SQLSTATEs.
 //! - [`workers`]: session threads, one current-thread runtime each.
-//! - [`testbed`]: a real primary + replicas on loopback, for tests, demo and benches.
 
 pub mod admin;
 pub mod app;
@@ -31,7 +30,6 @@ pub mod pool;
 pub mod protocol;
 pub mod route;
 pub mod session;
-pub mod testbed;
 pub mod tls;
 pub mod topology;
 pub mod wire;

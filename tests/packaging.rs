@@ -888,6 +888,36 @@ fn dockerfile_shape() {
         !root().join("build.rs").exists() || copies_all("build.rs"),
         "build.rs exists: the Dockerfile must copy it"
     );
+    // Cargo loads the whole workspace: every other member's manifest must be
+    // copied in (its sources are not needed, the proxy does not use them).
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        let member = member.as_str().unwrap();
+        if member != "." {
+            let member_manifest = format!("{member}/Cargo.toml");
+            assert!(
+                copies_all(&member_manifest),
+                "the Dockerfile should COPY {member_manifest}"
+            );
+        }
+    }
+
+    // The image ships the proxy only: no `demo` feature, so no test bed.
+    let builds: Vec<&str> = instructions
+        .iter()
+        .filter(|(op, _)| op == "RUN")
+        .flat_map(|(_, a)| a.split("&&"))
+        .map(str::trim)
+        .filter(|c| c.starts_with("cargo build"))
+        .collect();
+    assert!(!builds.is_empty(), "no cargo build in the Dockerfile");
+    for build in builds {
+        assert!(
+            build
+                .split_whitespace()
+                .any(|w| w == "--no-default-features"),
+            "{build}: the image is built without the demo feature"
+        );
+    }
 }
 
 #[test]
