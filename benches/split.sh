@@ -143,8 +143,9 @@ cleanup() {
     if [[ -n $TESTBED_PID ]]; then
         # The testbed stops its servers and removes its cluster dir on SIGTERM.
         stop_pid "$TESTBED_PID" 60
-        # Its initdb template is left behind by design (see src/testbed); it
-        # is named after the testbed's pid, so remove exactly that one.
+        # Its initdb template is left behind by design (see the test bed crate,
+        # testbed/); it is named after the testbed's pid, so remove exactly
+        # that one.
         alive "$TESTBED_PID" || rm -rf "${TMPDIR:-/tmp}/pgsplit-testbed-template-$TESTBED_PID-"*
     fi
     wait 2>/dev/null

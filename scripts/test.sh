@@ -10,7 +10,11 @@ if [ -f tests/drivers/install.sh ]; then
 fi
 
 cargo fmt --check
-# Unit, property, integration and doc tests; benches are built and run once
-# in test mode so they cannot rot.
-cargo test --all-targets --locked
-cargo test --doc --locked
+# The proxy alone, as the container builds it: no `demo` feature, so no test
+# bed (a check, not a build: cheap).
+cargo check --no-default-features --bin pgsplit --locked
+# Unit, property, integration and doc tests of both crates (pgsplit and the
+# test bed, testbed/); benches are built and run once in test mode so they
+# cannot rot.
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked

@@ -1,5 +1,6 @@
-//! `pgsplit demo` and `pgsplit testbed`: a real local cluster (see
-//! `pgsplit::testbed`) for newcomers and for scripts.
+//! `pgsplit demo` and `pgsplit testbed`: a real local cluster (see the
+//! `pgsplit-testbed` crate) for newcomers and for scripts. Built only with the
+//! `demo` feature (on by default; the container image leaves it out).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pgsplit::app::Proxy;
 use pgsplit::config::{Backend, Config, Secret, User};
-use pgsplit::testbed::{Cluster, ClusterOptions};
+use pgsplit_testbed::{Cluster, ClusterOptions};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {

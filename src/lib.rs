@@ -20,7 +20,6 @@
 //! - [`admin`]: the admin HTTP listener.
 //! - [`error`]: error kinds and SQLSTATEs.
 //! - [`workers`]: session threads, one current-thread runtime each.
-//! - [`testbed`]: a real primary + replicas on loopback, for tests, demo and benches.
 
 pub mod admin;
 pub mod app;
@@ -36,7 +35,6 @@ pub mod protocol;
 pub mod router;
 pub mod session;
 pub mod shared;
-pub mod testbed;
 pub mod tls;
 pub mod topology;
 pub mod wire;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, ValueEnum};
 use pgsplit::app::Proxy;
 use pgsplit::config::Config;
 use pgsplit::workers::Workers;
@@ -23,6 +23,7 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    #[cfg(feature = "demo")]
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -33,7 +34,10 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Subcommand)]
+// Subcommands that start a local cluster through the test bed: only with the
+// `demo` feature (on by default), so the container's binary has none.
+#[cfg(feature = "demo")]
+#[derive(clap::Subcommand)]
 enum Command {
     /// Start a local primary and two replicas with pgsplit in front, show where
     /// statements go, and keep running until Ctrl-C.
@@ -43,6 +47,7 @@ enum Command {
     Testbed(demo::TestbedArgs),
 }
 
+#[cfg(feature = "demo")]
 mod demo;
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -61,18 +66,20 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo talks to a person on stdout; keep the proxy's log to warnings.
-    let default_level = if cli.command.is_some() {
-        "warn"
-    } else {
-        "info"
-    };
-    init_logging(cli.log_format, default_level);
-    let result = match cli.command {
-        Some(Command::Demo(args)) => demo::demo(args),
-        Some(Command::Testbed(args)) => demo::testbed(args),
-        None => run(cli.config, cli.check),
-    };
+    #[cfg(feature = "demo")]
+    if let Some(command) = cli.command {
+        // The demo talks to a person on stdout; keep the proxy's log to warnings.
+        init_logging(cli.log_format, "warn");
+        return exit_code(match command {
+            Command::Demo(args) => demo::demo(args),
+            Command::Testbed(args) => demo::testbed(args),
+        });
+    }
+    init_logging(cli.log_format, "info");
+    exit_code(run(cli.config, cli.check))
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

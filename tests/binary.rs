@@ -27,7 +27,7 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
     let cluster = tokio::task::spawn_blocking(|| {
-        pgsplit::testbed::Cluster::start(pgsplit::testbed::ClusterOptions {
+        pgsplit_testbed::Cluster::start(pgsplit_testbed::ClusterOptions {
             replicas: 0,
             extra_conf: vec![],
         })

@@ -68,3 +68,20 @@ fn the_reference_config_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `pgsplit demo` and `pgsplit testbed` exist only with the `demo` feature (on
+/// by default); `--no-default-features` builds the proxy alone.
+#[test]
+fn help_lists_the_demo_subcommands_only_with_the_demo_feature() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--config"), "{help}");
+    for subcommand in ["demo", "testbed"] {
+        let listed = help.lines().any(|l| l.trim_start().starts_with(subcommand));
+        assert_eq!(listed, cfg!(feature = "demo"), "{subcommand}: {help}");
+    }
+}

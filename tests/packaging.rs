@@ -12,8 +12,7 @@ use std::sync::Once;
 use pgsplit::config::Config;
 use pgsplit::metrics::Metrics;
 use pgsplit::topology::{BackendStatus, Role, Snapshot};
-use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_rust2::{Yaml, YamlLoader};
 
 const PASSWORD_ENV: &str = "APP_DB_PASSWORD";
 
@@ -30,14 +29,33 @@ fn read(path: &Path) -> String {
 }
 
 /// Every YAML document in `text`.
-fn yaml_documents(text: &str, what: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{what}: {e}")))
+fn yaml_documents(text: &str, what: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(text)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
 
-fn yaml_file(rel: &str) -> Value {
+/// The two lookups the checks need that `Yaml` lacks.
+trait YamlExt {
+    /// The value under `key` if `self` is a mapping that has it.
+    fn get(&self, key: &str) -> Option<&Yaml>;
+    /// A non-negative integer.
+    fn as_u64(&self) -> Option<u64>;
+}
+
+impl YamlExt for Yaml {
+    fn get(&self, key: &str) -> Option<&Yaml> {
+        self.as_hash()?.get(&Yaml::String(key.to_owned()))
+    }
+
+    fn as_u64(&self) -> Option<u64> {
+        self.as_i64().and_then(|n| u64::try_from(n).ok())
+    }
+}
+
+fn yaml_file(rel: &str) -> Yaml {
     let path = docker_dir().join(rel);
     let mut docs = yaml_documents(&read(&path), rel);
     assert_eq!(docs.len(), 1, "{rel}: expected one YAML document");
@@ -45,21 +63,21 @@ fn yaml_file(rel: &str) -> Value {
 }
 
 /// `value[key]`, failing with the path when missing.
-fn get<'a>(value: &'a Value, key: &str, what: &str) -> &'a Value {
+fn get<'a>(value: &'a Yaml, key: &str, what: &str) -> &'a Yaml {
     value
         .get(key)
         .unwrap_or_else(|| panic!("{what}: missing `{key}`"))
 }
 
-fn str_of<'a>(value: &'a Value, what: &str) -> &'a str {
+fn str_of<'a>(value: &'a Yaml, what: &str) -> &'a str {
     value
         .as_str()
         .unwrap_or_else(|| panic!("{what}: expected a string, got {value:?}"))
 }
 
-fn seq_of<'a>(value: &'a Value, what: &str) -> &'a Vec<Value> {
+fn seq_of<'a>(value: &'a Yaml, what: &str) -> &'a Vec<Yaml> {
     value
-        .as_sequence()
+        .as_vec()
         .unwrap_or_else(|| panic!("{what}: expected a list, got {value:?}"))
 }
 
@@ -144,7 +162,7 @@ fn every_yaml_file_under_docker_parses() {
 fn compose_file_wires_the_five_services() {
     let compose = yaml_file("docker-compose.yml");
     let services = get(&compose, "services", "compose")
-        .as_mapping()
+        .as_hash()
         .expect("services is a mapping");
     let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
     assert_eq!(
@@ -282,7 +300,7 @@ fn compose_file_wires_the_five_services() {
 
     // Passwords come from the environment with a default: ${VAR:-default}.
     for (name, svc) in services {
-        let Some(env) = svc.get("environment").and_then(Value::as_mapping) else {
+        let Some(env) = svc.get("environment").and_then(Yaml::as_hash) else {
             continue;
         };
         for (key, value) in env {
@@ -324,10 +342,10 @@ fn prometheus_scrapes_pgsplit_every_5s() {
         .iter()
         .find(|j| {
             j.get("static_configs")
-                .and_then(Value::as_sequence)
+                .and_then(Yaml::as_vec)
                 .into_iter()
                 .flatten()
-                .filter_map(|s| s.get("targets").and_then(Value::as_sequence))
+                .filter_map(|s| s.get("targets").and_then(Yaml::as_vec))
                 .flatten()
                 .any(|t| t.as_str() == Some("pgsplit:9930"))
         })
@@ -337,7 +355,7 @@ fn prometheus_scrapes_pgsplit_every_5s() {
     if let Some(timeout) = job.get("scrape_timeout") {
         assert!(duration_ms(str_of(timeout, "timeout")) <= interval);
     }
-    let path = job.get("metrics_path").and_then(Value::as_str);
+    let path = job.get("metrics_path").and_then(Yaml::as_str);
     assert!(matches!(path, None | Some("/metrics")));
 }
 
@@ -346,15 +364,15 @@ fn prometheus_scrapes_pgsplit_every_5s() {
 fn k8s_sidecar_manifest() {
     let text = read(&docker_dir().join("k8s/sidecar.yaml"));
     let docs = yaml_documents(&text, "k8s/sidecar.yaml");
-    let of_kind = |kind: &str| -> &Value {
+    let of_kind = |kind: &str| -> &Yaml {
         let found: Vec<_> = docs
             .iter()
-            .filter(|d| d.get("kind").and_then(Value::as_str) == Some(kind))
+            .filter(|d| d.get("kind").and_then(Yaml::as_str) == Some(kind))
             .collect();
         assert_eq!(found.len(), 1, "exactly one {kind}");
         found[0]
     };
-    let name_of = |doc: &Value| -> String {
+    let name_of = |doc: &Yaml| -> String {
         str_of(get(get(doc, "metadata", "doc"), "name", "metadata"), "name").to_owned()
     };
     let config_map = of_kind("ConfigMap");
@@ -394,31 +412,29 @@ fn k8s_sidecar_manifest() {
     assert_eq!(
         annotations
             .get("prometheus.io/scrape")
-            .and_then(Value::as_str),
+            .and_then(Yaml::as_str),
         Some("true")
     );
     assert_eq!(
-        annotations
-            .get("prometheus.io/port")
-            .and_then(Value::as_str),
+        annotations.get("prometheus.io/port").and_then(Yaml::as_str),
         Some(admin_port.to_string().as_str())
     );
 
     // The sidecar may be a native one (initContainers, restartPolicy Always)
     // or a plain second container.
-    let all_containers: Vec<&Value> = ["initContainers", "containers"]
+    let all_containers: Vec<&Yaml> = ["initContainers", "containers"]
         .iter()
-        .filter_map(|k| pod_spec.get(*k).and_then(Value::as_sequence))
+        .filter_map(|k| pod_spec.get(k).and_then(Yaml::as_vec))
         .flatten()
         .collect();
     let pgsplit = all_containers
         .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some("pgsplit"))
+        .find(|c| c.get("name").and_then(Yaml::as_str) == Some("pgsplit"))
         .expect("a container named pgsplit");
-    if let Some(inits) = pod_spec.get("initContainers").and_then(Value::as_sequence) {
+    if let Some(inits) = pod_spec.get("initContainers").and_then(Yaml::as_vec) {
         if inits.iter().any(|c| std::ptr::eq(c, *pgsplit)) {
             assert_eq!(
-                pgsplit.get("restartPolicy").and_then(Value::as_str),
+                pgsplit.get("restartPolicy").and_then(Yaml::as_str),
                 Some("Always"),
                 "an init container sidecar needs restartPolicy: Always"
             );
@@ -436,19 +452,19 @@ fn k8s_sidecar_manifest() {
     assert_eq!(admin_port, 9930);
 
     let sc = get(pgsplit, "securityContext", "pgsplit");
-    assert_eq!(sc.get("runAsNonRoot").and_then(Value::as_bool), Some(true));
+    assert_eq!(sc.get("runAsNonRoot").and_then(Yaml::as_bool), Some(true));
     let uid = sc
         .get("runAsUser")
-        .and_then(Value::as_u64)
+        .and_then(Yaml::as_u64)
         .expect("runAsUser");
     assert_ne!(uid, 0, "runAsUser must not be root");
     assert_eq!(uid, dockerfile_user(), "runAsUser matches the image's USER");
     assert_eq!(
-        sc.get("readOnlyRootFilesystem").and_then(Value::as_bool),
+        sc.get("readOnlyRootFilesystem").and_then(Yaml::as_bool),
         Some(true)
     );
     assert_eq!(
-        sc.get("allowPrivilegeEscalation").and_then(Value::as_bool),
+        sc.get("allowPrivilegeEscalation").and_then(Yaml::as_bool),
         Some(false)
     );
     let drop = seq_of(
@@ -478,13 +494,13 @@ fn k8s_sidecar_manifest() {
     let volume_name = str_of(get(mount, "name", "mount"), "name");
     let volume = seq_of(get(pod_spec, "volumes", "pod"), "volumes")
         .iter()
-        .find(|v| v.get("name").and_then(Value::as_str) == Some(volume_name))
+        .find(|v| v.get("name").and_then(Yaml::as_str) == Some(volume_name))
         .expect("the mounted volume");
     assert_eq!(
         volume
             .get("configMap")
             .and_then(|c| c.get("name"))
-            .and_then(Value::as_str),
+            .and_then(Yaml::as_str),
         Some(name_of(config_map).as_str())
     );
     assert!(config_arg.ends_with("/pgsplit.toml"));
@@ -492,13 +508,13 @@ fn k8s_sidecar_manifest() {
     // The password comes from the Secret, under a key the Secret has.
     let secret_keys: BTreeSet<String> = ["stringData", "data"]
         .iter()
-        .filter_map(|k| secret.get(*k).and_then(Value::as_mapping))
+        .filter_map(|k| secret.get(k).and_then(Yaml::as_hash))
         .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)))
         .collect();
     let env = seq_of(get(pgsplit, "env", "pgsplit"), "env");
     let password = env
         .iter()
-        .find(|e| e.get("name").and_then(Value::as_str) == Some(PASSWORD_ENV))
+        .find(|e| e.get("name").and_then(Yaml::as_str) == Some(PASSWORD_ENV))
         .expect("APP_DB_PASSWORD in the sidecar's env");
     let key_ref = get(
         get(password, "valueFrom", "env"),
@@ -514,11 +530,11 @@ fn k8s_sidecar_manifest() {
     // The app container talks to the sidecar's loopback ports.
     let app = all_containers
         .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) != Some("pgsplit"))
+        .find(|c| c.get("name").and_then(Yaml::as_str) != Some("pgsplit"))
         .expect("an app container");
     let app_env: Vec<&str> = seq_of(get(app, "env", "app"), "app env")
         .iter()
-        .filter_map(|e| e.get("value").and_then(Value::as_str))
+        .filter_map(|e| e.get("value").and_then(Yaml::as_str))
         .collect();
     for addr in [config.listen.read_write, config.listen.read_only] {
         let needle = format!("127.0.0.1:{}", addr.port());
@@ -895,6 +911,36 @@ fn dockerfile_shape() {
         !root().join("build.rs").exists() || copies_all("build.rs"),
         "build.rs exists: the Dockerfile must copy it"
     );
+    // Cargo loads the whole workspace: every other member's manifest must be
+    // copied in (its sources are not needed, the proxy does not use them).
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        let member = member.as_str().unwrap();
+        if member != "." {
+            let member_manifest = format!("{member}/Cargo.toml");
+            assert!(
+                copies_all(&member_manifest),
+                "the Dockerfile should COPY {member_manifest}"
+            );
+        }
+    }
+
+    // The image ships the proxy only: no `demo` feature, so no test bed.
+    let builds: Vec<&str> = instructions
+        .iter()
+        .filter(|(op, _)| op == "RUN")
+        .flat_map(|(_, a)| a.split("&&"))
+        .map(str::trim)
+        .filter(|c| c.starts_with("cargo build"))
+        .collect();
+    assert!(!builds.is_empty(), "no cargo build in the Dockerfile");
+    for build in builds {
+        assert!(
+            build
+                .split_whitespace()
+                .any(|w| w == "--no-default-features"),
+            "{build}: the image is built without the demo feature"
+        );
+    }
 }
 
 #[test]

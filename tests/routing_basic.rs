@@ -59,7 +59,7 @@ async fn read_write_port_splits_and_read_only_port_reads_a_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_on_worker_threads() {
     let cluster =
-        tokio::task::spawn_blocking(|| pgsplit::testbed::Cluster::start(Default::default()))
+        tokio::task::spawn_blocking(|| pgsplit_testbed::Cluster::start(Default::default()))
             .await
             .unwrap()
             .unwrap();

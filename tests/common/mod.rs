@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pgsplit::app::Proxy;
 use pgsplit::config::{AuthMethod, Backend, Config, Secret, User};
-use pgsplit::testbed::{Cluster, ClusterOptions};
+use pgsplit_testbed::{Cluster, ClusterOptions};
 
 /// What a test wants from its environment.
 pub struct Setup {

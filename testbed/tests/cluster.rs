@@ -1,8 +1,8 @@
-//! Integration tests for `pgsplit::testbed`: they start real PostgreSQL
+//! Integration tests for `pgsplit_testbed`: they start real PostgreSQL
 //! clusters (primary + streaming replicas) and exercise every operation the
 //! other tests rely on.
 
-use pgsplit::testbed::{Cluster, ClusterOptions};
+use pgsplit_testbed::{Cluster, ClusterOptions};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "pgsplit=info".into()),
+                .unwrap_or_else(|_| "pgsplit_testbed=info".into()),
         )
         .with_test_writer()
         .try_init();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::files::log_tail;
 
-/// One PostgreSQL server of a [`Cluster`].
+/// One PostgreSQL server of a [`Cluster`](crate::Cluster).
 #[derive(Debug, Clone)]
 pub struct Node {
     /// `pg1` (the initial primary), `pg2`, `pg3`, ... (the initial replicas).
@@ -20,7 +20,7 @@ pub struct Node {
     pub name: String,
     /// TCP port on 127.0.0.1; fixed for the life of the cluster.
     pub port: u16,
-    /// The node's data directory (inside [`Cluster::dir`]).
+    /// The node's data directory (inside [`Cluster::dir`](crate::Cluster::dir)).
     pub data_dir: PathBuf,
     pub(super) log_file: PathBuf,
 }

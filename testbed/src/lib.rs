@@ -2,6 +2,12 @@
 //! replicas on free loopback ports, for integration tests, `pgsplit demo`
 //! and the benchmark scripts.
 //!
+//! This is a crate of its own so that the proxy library ships no process
+//! control (`runuser`, `pg_ctl`, pid checks and kills): pgsplit's tests and
+//! benches take it as a dev-dependency, and only the binary's default `demo`
+//! feature (`pgsplit demo`, `pgsplit testbed`) links it. It must not depend on
+//! `pgsplit`.
+//!
 //! A [`Cluster`] owns, and is the only thing that touches:
 //!
 //! - a fresh directory `$TMPDIR/pgsplit-testbed-<pid>-<seq>-<nonce>` (mode
@@ -38,7 +44,7 @@
 //!   by `app`, on which `app_md5` and `app_trust` have all privileges, as on
 //!   its `public` schema. Encoding UTF8, locale C.
 //!
-//! Process-wide state kept by this module:
+//! Process-wide state kept by this crate:
 //!
 //! - the PostgreSQL bin directory, found once (see [`pg_bin_dir`]; override
 //!   with `PGSPLIT_PG_BIN`);
@@ -88,7 +94,7 @@ pub const PG_BIN_ENV: &str = "PGSPLIT_PG_BIN";
 
 /// The OS user that runs the servers when this process is root.
 const PG_OS_USER: &str = "postgres";
-/// Prefix of every directory this module creates under the temp dir.
+/// Prefix of every directory this crate creates under the temp dir.
 const DIR_PREFIX: &str = "pgsplit-testbed-";
 const TEMPLATE_TAG: &str = "template-";
 /// Marker file: a cluster directory containing it is never swept.
@@ -136,7 +142,7 @@ impl Default for ClusterOptions {
     }
 }
 
-/// A running primary plus streaming replicas; see the module docs for what it
+/// A running primary plus streaming replicas; see the crate docs for what it
 /// owns. Node indexes are positions in [`Cluster::nodes`]: 0 is `pg1`.
 ///
 /// Methods taking a node index panic if it is out of range.
