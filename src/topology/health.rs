@@ -13,7 +13,7 @@ use crate::config::Health as HealthConfig;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
     pub in_recovery: bool,
-    /// `pg_current_wal_lsn()`, on a primary.
+    /// `pg_current_wal_flush_lsn()`, on a primary.
     pub current_lsn: Option<Lsn>,
     /// `pg_last_wal_receive_lsn()`, on a replica.
     pub receive_lsn: Option<Lsn>,

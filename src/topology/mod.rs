@@ -50,13 +50,14 @@ pub struct BackendStatus {
     pub healthy: bool,
     /// May serve reads now.
     pub in_rotation: bool,
+    /// Bytes of WAL the primary has flushed and the replica not replayed.
     pub lag_bytes: Option<u64>,
     /// How long ago the primary passed this replica's replay position (a
     /// lower bound, see [`lag::WalHistory::time_lag`]); 0 when caught up,
     /// `None` while no primary is known.
     pub lag_ms: Option<u64>,
     pub replay_lsn: Option<Lsn>,
-    /// The primary's WAL position (primaries only).
+    /// The primary's flushed WAL position (primaries only).
     pub current_lsn: Option<Lsn>,
     pub timeline: Option<u32>,
     /// Why it is out of rotation, fenced, or down.

@@ -15,11 +15,14 @@ use super::{Lsn, Observation, ProbeTime, Reading, Topology};
 use crate::config::Config;
 
 /// One query, one round trip (simple protocol), for both roles. Functions that
-/// error on the other role are guarded by CASE. The timeline is the first
-/// eight hex digits of the primary's current WAL file name. No server
-/// timestamps: time lag is measured on pgsplit's clock (see [`super::lag`]).
+/// error on the other role are guarded by CASE. The primary's position is its
+/// flushed WAL, what walsenders send: WAL only written to the OS (a long
+/// transaction's, until the WAL writer flushes it) is not yet lag for anyone.
+/// The timeline is the first eight hex digits of the primary's current WAL
+/// file name. No server timestamps: time lag is measured on pgsplit's clock
+/// (see [`super::lag`]).
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
-    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn() END, \
     pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), \
     CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END, \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
