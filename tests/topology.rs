@@ -3,10 +3,12 @@
 
 mod common;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use pgsplit::config::AuthMethod;
+use pgsplit::topology::{Lsn, Snapshot};
 use tokio_postgres::SimpleQueryMessage;
 
 const INTERVAL_MS: u64 = 200;
@@ -436,4 +438,224 @@ async fn a_transaction_on_a_former_primary_gets_one_clear_error() {
     );
     // The idle, clean session carries on, on the new primary.
     assert_eq!(primary_of(&idle).await, env.cluster.node(1).port);
+}
+
+/// Every topology snapshot published while it runs, with when the test saw it.
+/// (A `watch` channel coalesces: a snapshot replaced before the task woke is
+/// missed, but a replica out of rotation stays out for `rise` probes, which
+/// spans several publishes.)
+struct SnapshotLog {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<(Instant, Arc<Snapshot>)>>,
+}
+
+impl SnapshotLog {
+    fn start(env: &Env) -> SnapshotLog {
+        let topology = env.proxy().shared.topology.clone();
+        let mut changes = topology.subscribe();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut log = vec![(Instant::now(), topology.snapshot())];
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return log,
+                    changed = changes.changed() => if changed.is_err() { return log },
+                }
+                log.push((Instant::now(), topology.snapshot()));
+            }
+        });
+        SnapshotLog { stop, task }
+    }
+
+    async fn finish(self) -> Vec<(Instant, Arc<Snapshot>)> {
+        let _ = self.stop.send(());
+        self.task.await.expect("snapshot log task")
+    }
+}
+
+/// The primary's WAL position now, read directly.
+fn primary_wal(env: &Env) -> Lsn {
+    env.cluster
+        .psql(0, "SELECT pg_current_wal_lsn()")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_idle_primary_writes_only_real_replay_lag_counts() {
+    const MAX_LAG_MS: u64 = 1000;
+    // Longer than max_lag_ms: by its end the replicas' last replayed
+    // transaction is older than the threshold, though nothing is behind.
+    const IDLE: Duration = Duration::from_secs(3);
+    let env = Env::start(fast(Setup::default()).tweak(|c| c.health.max_lag_ms = MAX_LAG_MS)).await;
+    let rw = env.connect(env.rw).await;
+    rw.batch_execute("CREATE TABLE idle_then_write(id serial PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    for i in 1..=2 {
+        env.cluster
+            .wait_caught_up(0, i, Duration::from_secs(30))
+            .unwrap();
+    }
+    let log = SnapshotLog::start(&env);
+    // pg3 stops replaying while it is caught up.
+    env.cluster.pause_replay(2).unwrap();
+    let caught_up =
+        |s: &Snapshot, i: usize| s.backends[i].in_rotation && s.backends[i].lag_bytes == Some(0);
+    env.wait_for(Duration::from_secs(5), |s| {
+        caught_up(s, 1) && caught_up(s, 2)
+    })
+    .await;
+
+    tokio::time::sleep(IDLE).await;
+    // The first WAL after the quiet spell: a checkpoint record, no transaction.
+    env.cluster.psql(0, "CHECKPOINT").unwrap();
+    // Then a transaction that writes for a while before it commits: WAL
+    // streams to the replicas, but no commit is replayed until the end.
+    rw.batch_execute("BEGIN").await.unwrap();
+    let writing = Instant::now();
+    while writing.elapsed() < Duration::from_millis(1500) {
+        rw.batch_execute(
+            "INSERT INTO idle_then_write(pad) SELECT repeat('x', 100) FROM generate_series(1, 50)",
+        )
+        .await
+        .unwrap();
+    }
+    rw.batch_execute("COMMIT").await.unwrap();
+    // Then short transactions.
+    for _ in 0..50 {
+        rw.batch_execute("INSERT INTO idle_then_write(pad) VALUES ('y')")
+            .await
+            .unwrap();
+    }
+    // pgsplit has seen pg2 replay all of it, and pg3's lag pass twice the limit.
+    let last = primary_wal(&env);
+    env.wait_for(Duration::from_secs(10), |s| {
+        s.backends[1].replay_lsn >= Some(last)
+            && s.backends[2].lag_ms.is_some_and(|l| l > 2 * MAX_LAG_MS)
+    })
+    .await;
+    let log = log.finish().await;
+
+    let pg2_max = log
+        .iter()
+        .filter_map(|(_, s)| s.backends[1].lag_ms)
+        .max()
+        .unwrap();
+    let pg2_out = log
+        .iter()
+        .filter(|(_, s)| !s.backends[1].in_rotation)
+        .count();
+    // When the test first saw the primary past pg3's (frozen) replay
+    // position: pg3's time lag cannot honestly be more than the time since.
+    let mut passed_at: Option<Instant> = None;
+    let mut overstated = Vec::new();
+    let mut pg3_lags = Vec::new();
+    for (at, s) in &log {
+        let (primary, pg3) = (&s.backends[0], &s.backends[2]);
+        if let (Some(c), Some(r)) = (primary.current_lsn, pg3.replay_lsn) {
+            if c > r {
+                passed_at.get_or_insert(*at);
+            } else {
+                passed_at = None;
+            }
+        }
+        let Some(lag) = pg3.lag_ms else { continue };
+        pg3_lags.push(lag);
+        let honest = passed_at.map_or(0, |p| at.duration_since(p).as_millis() as u64);
+        // Slack: pgsplit dates a primary sample when its probe answers, a
+        // little before the test sees the snapshot it is in.
+        if lag > honest + INTERVAL_MS {
+            overstated.push((lag, honest));
+        }
+    }
+    println!(
+        "{} snapshots; caught-up pg2: max lag_ms {pg2_max}, out of rotation in {pg2_out}; \
+         paused pg3: lag_ms from {:?} to {:?}, overstated (lag_ms, ms since the primary passed it): {overstated:?}",
+        log.len(),
+        pg3_lags.iter().find(|&&l| l > 0),
+        pg3_lags.last(),
+    );
+    assert_eq!(pg2_out, 0, "the caught-up replica left rotation");
+    assert!(pg2_max < MAX_LAG_MS / 2, "caught-up pg2 lag_ms {pg2_max}");
+    assert!(
+        overstated.is_empty(),
+        "pg3's lag counted from before the primary passed it"
+    );
+    assert!(
+        pg3_lags.windows(2).all(|w| w[0] <= w[1]),
+        "a paused replica's lag only grows: {pg3_lags:?}"
+    );
+    let end = &log.last().unwrap().1.backends[2];
+    assert!(!end.in_rotation, "{end:?}");
+    assert!(end.reason.as_deref().unwrap().contains("paused"), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_applying_late_leaves_for_time_lag_counted_from_the_write() {
+    const MAX_LAG_MS: u64 = 1000;
+    let env =
+        Env::start(fast(Setup::default().replicas(1)).tweak(|c| c.health.max_lag_ms = MAX_LAG_MS))
+            .await;
+    let rw = env.connect(env.rw).await;
+    rw.batch_execute("CREATE TABLE late(id int)").await.unwrap();
+    env.cluster
+        .wait_caught_up(0, 1, Duration::from_secs(30))
+        .unwrap();
+    // Not paused: pg2 receives WAL at once but applies each commit 3 s late.
+    env.cluster
+        .psql(
+            1,
+            "ALTER SYSTEM SET recovery_min_apply_delay = '3s';\nSELECT pg_reload_conf();",
+        )
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the apply delay is in effect",
+        || async {
+            env.cluster
+                .psql(1, "SHOW recovery_min_apply_delay")
+                .unwrap()
+                == "3s"
+        },
+    )
+    .await;
+    env.wait_for(Duration::from_secs(5), |s| {
+        s.backends[1].in_rotation && s.backends[1].lag_bytes == Some(0)
+    })
+    .await;
+    let wrote = Instant::now();
+    rw.batch_execute("INSERT INTO late VALUES (1)")
+        .await
+        .unwrap();
+    env.wait_for(Duration::from_secs(10), |s| !s.backends[1].in_rotation)
+        .await;
+    let left = wrote.elapsed();
+    let pg2 = env.proxy().shared.topology.snapshot().backends[1].clone();
+    println!(
+        "left rotation {left:?} after the write, lag_ms {:?}, reason {:?}",
+        pg2.lag_ms, pg2.reason
+    );
+    let reason = pg2.reason.as_deref().unwrap();
+    assert!(reason.contains("max_lag_ms"), "{reason}");
+    // Lag counts from the write, not from the last transaction pg2 replayed.
+    assert!(
+        left > Duration::from_millis(MAX_LAG_MS),
+        "left after {left:?}"
+    );
+    assert!(
+        pg2.lag_ms.unwrap() <= left.as_millis() as u64,
+        "lag_ms {:?} > {left:?} since the write",
+        pg2.lag_ms
+    );
+    // Within a probe of the primary and one of the replica past the limit.
+    assert!(
+        left < Duration::from_millis(MAX_LAG_MS + 3 * INTERVAL_MS + 500),
+        "left after {left:?}"
+    );
+    // Once the delay has passed pg2 applies the commit and comes back.
+    env.wait_for(Duration::from_secs(10), |s| s.backends[1].in_rotation)
+        .await;
+    println!("back in rotation {:?} after the write", wrote.elapsed());
 }

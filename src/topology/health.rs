@@ -1,7 +1,11 @@
 //! One backend's health, pure: probe readings in, role / up / in-rotation out,
 //! with the `fall` / `rise` hysteresis and the lag thresholds. No I/O, no
-//! clock: everything it needs arrives in the [`Reading`].
+//! clock: everything it needs arrives in the [`Observation`] and the
+//! primary's [`WalHistory`].
 
+use std::time::Instant;
+
+use super::lag::WalHistory;
 use super::lsn::Lsn;
 use crate::config::Health as HealthConfig;
 
@@ -9,23 +13,31 @@ use crate::config::Health as HealthConfig;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
     pub in_recovery: bool,
-    /// `pg_current_wal_lsn()`, on a primary.
+    /// `pg_current_wal_flush_lsn()`, on a primary.
     pub current_lsn: Option<Lsn>,
     /// `pg_last_wal_receive_lsn()`, on a replica.
     pub receive_lsn: Option<Lsn>,
     /// `pg_last_wal_replay_lsn()`, on a replica.
     pub replay_lsn: Option<Lsn>,
-    /// Milliseconds since the last replayed transaction (server clock).
-    pub replay_age_ms: Option<f64>,
     pub replay_paused: bool,
     /// The primary's timeline (from its current WAL file name).
     pub timeline: Option<u32>,
 }
 
+/// When a probe's query went out and when its answer came back, on
+/// pgsplit's monotonic clock. The reading describes the server at some moment
+/// in between: a replica was at its replay position no earlier than `sent`,
+/// the primary had reached its position no later than `answered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTime {
+    pub sent: Instant,
+    pub answered: Instant,
+}
+
 /// A probe's result.
 #[derive(Debug, Clone)]
 pub enum Observation {
-    Up(Reading),
+    Up { reading: Reading, time: ProbeTime },
     Down { error: String },
 }
 
@@ -63,12 +75,14 @@ impl Tracker {
         self.is_up(cfg) && self.reading.as_ref().is_some_and(|r| r.in_recovery)
     }
 
-    /// Applies one observation. `primary_lsn` is the primary's latest WAL
-    /// position, when one is known. Returns a log line when rotation changed.
+    /// Applies one observation. `primary` is the elected primary's WAL
+    /// history (empty when no primary is known): its latest position is the
+    /// target for the byte lag, and it dates the time lag (see
+    /// [`WalHistory::time_lag`]). Returns a log line when rotation changed.
     pub fn observe(
         &mut self,
         obs: Observation,
-        primary_lsn: Option<Lsn>,
+        primary: &WalHistory,
         cfg: &HealthConfig,
     ) -> Option<String> {
         let was_in = self.in_rotation;
@@ -85,13 +99,13 @@ impl Tracker {
                 }
                 self.last_error = Some(error);
             }
-            Observation::Up(reading) => {
+            Observation::Up { reading, time } => {
                 let first = !self.probed || self.reading.is_none();
                 self.failures = 0;
                 self.last_error = None;
                 self.probed = true;
                 if reading.in_recovery {
-                    self.replica_reading(&reading, primary_lsn, cfg, first);
+                    self.replica_reading(&reading, time.sent, primary, cfg, first);
                 } else {
                     self.lag_bytes = None;
                     self.lag_ms = None;
@@ -108,26 +122,27 @@ impl Tracker {
         })
     }
 
+    /// `read_at`: when the probe that read `r` was sent.
     fn replica_reading(
         &mut self,
         r: &Reading,
-        primary_lsn: Option<Lsn>,
+        read_at: Instant,
+        primary: &WalHistory,
         cfg: &HealthConfig,
         first: bool,
     ) {
         let replay = r.replay_lsn.unwrap_or_default();
         // The newest position this replica should have: the primary's, or what
         // it has already received if the primary is not known.
-        let target = primary_lsn.max(r.receive_lsn).unwrap_or(replay);
+        let target = primary.latest().max(r.receive_lsn).unwrap_or(replay);
         let behind = target.0.saturating_sub(replay.0);
         let has_wal_left = behind > 0;
-        let lag_ms = if has_wal_left {
-            r.replay_age_ms.unwrap_or(0.0).max(0.0) as u64
-        } else {
-            0
-        };
+        // Unknown without a primary: there is nothing to date its position by.
+        let lag_ms = primary
+            .time_lag(replay, read_at)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.lag_bytes = Some(behind);
-        self.lag_ms = Some(lag_ms);
+        self.lag_ms = lag_ms;
         let paused_behind = r.replay_paused && has_wal_left;
         let over = |frac: f64| {
             if paused_behind {
@@ -137,13 +152,10 @@ impl Tracker {
                     "lag {behind} bytes over max_lag_bytes {}",
                     cfg.max_lag_bytes
                 ))
-            } else if lag_ms as f64 > cfg.max_lag_ms as f64 * frac {
-                Some(format!(
-                    "lag {lag_ms} ms over max_lag_ms {}",
-                    cfg.max_lag_ms
-                ))
             } else {
-                None
+                lag_ms
+                    .filter(|&ms| ms as f64 > cfg.max_lag_ms as f64 * frac)
+                    .map(|ms| format!("lag {ms} ms over max_lag_ms {}", cfg.max_lag_ms))
             }
         };
         if self.in_rotation {

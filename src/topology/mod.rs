@@ -7,8 +7,11 @@
 //! `watch` channels announce new snapshots: one for every publish, one only
 //! when routing changes (the primary or the set of readable backends), which
 //! is what sessions listen to. Roles are always discovered, never configured.
+//! The elected primary's probes also feed a [`lag::WalHistory`], which dates
+//! the replicas' replay positions for their time lag.
 
 pub mod health;
+pub mod lag;
 pub mod lsn;
 pub mod probe;
 
@@ -21,7 +24,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use self::health::Tracker;
-pub use self::health::{Observation, Reading};
+pub use self::health::{Observation, ProbeTime, Reading};
+use self::lag::WalHistory;
 pub use self::lsn::Lsn;
 use crate::config::{Config, Health as HealthConfig, Routing};
 
@@ -46,10 +50,14 @@ pub struct BackendStatus {
     pub healthy: bool,
     /// May serve reads now.
     pub in_rotation: bool,
+    /// Bytes of WAL the primary has flushed and the replica not replayed.
     pub lag_bytes: Option<u64>,
+    /// How long ago the primary passed this replica's replay position (a
+    /// lower bound, see [`lag::WalHistory::time_lag`]); 0 when caught up,
+    /// `None` while no primary is known.
     pub lag_ms: Option<u64>,
     pub replay_lsn: Option<Lsn>,
-    /// The primary's WAL position (primaries only).
+    /// The primary's flushed WAL position (primaries only).
     pub current_lsn: Option<Lsn>,
     pub timeline: Option<u32>,
     /// Why it is out of rotation, fenced, or down.
@@ -181,6 +189,9 @@ struct State {
     /// Probes report with the generation they were started for; reports from
     /// probes of an older backend list are ignored.
     probe_generation: u64,
+    /// The elected primary's WAL positions over time; emptied when the
+    /// primary changes or none is elected.
+    wal: WalHistory,
 }
 
 impl Topology {
@@ -204,6 +215,7 @@ impl Topology {
             last_elected: None,
             last_schedule: Vec::new(),
             probe_generation: 0,
+            wal: WalHistory::default(),
         };
         let first = state.build();
         Arc::new(Topology {
@@ -290,6 +302,8 @@ impl Topology {
             .collect();
         state.last_primary = state.last_primary.and_then(remap);
         state.last_elected = state.last_elected.and_then(remap);
+        let wal_source = state.wal.source().and_then(remap);
+        state.wal.reindex(wal_source);
         state.last_schedule.clear();
         state.names = names;
         state.health = config.health.clone();
@@ -298,6 +312,7 @@ impl Topology {
         state.generation += 1;
         state.routing_epoch += 1;
         let snapshot = state.build();
+        state.follow_primary(snapshot.primary);
         state.last_primary = snapshot.primary;
         state.last_schedule = snapshot.read_schedule.clone();
         let (generation, probe_generation) = (snapshot.generation, state.probe_generation);
@@ -312,24 +327,27 @@ impl Topology {
     /// Records a probe result for backend `index` and publishes the new
     /// snapshot. Logs every change of role, health or rotation once.
     pub fn observe(&self, probe_generation: u64, index: usize, observation: Observation) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
         if probe_generation != state.probe_generation {
             return;
         }
-        let primary_lsn = state
-            .last_primary
-            .and_then(|p| state.trackers[p].reading.as_ref())
-            .and_then(|r| r.current_lsn);
         let health = state.health.clone();
         let name = state.names[index].0.clone();
         let tracker = &mut state.trackers[index];
         let was_up = tracker.is_up(&health);
         let was_role = tracker.reading.as_ref().map(|r| r.in_recovery);
-        let error = match &observation {
-            Observation::Down { error } => Some(error.clone()),
-            Observation::Up(_) => None,
+        let (error, primary_position) = match &observation {
+            Observation::Down { error } => (Some(error.clone()), None),
+            Observation::Up { reading, time } => (
+                None,
+                reading
+                    .current_lsn
+                    .filter(|_| !reading.in_recovery)
+                    .map(|lsn| (lsn, reading.timeline, time.answered)),
+            ),
         };
-        let rotation_change = tracker.observe(observation, primary_lsn, &health);
+        let rotation_change = tracker.observe(observation, &state.wal, &health);
         let is_up = tracker.is_up(&health);
         let role = tracker.reading.as_ref().map(|r| r.in_recovery);
         if was_up != is_up || (is_up && was_role != role) {
@@ -347,6 +365,13 @@ impl Topology {
         state.probed[index] = true;
         state.generation += 1;
         let snapshot = state.build();
+        state.follow_primary(snapshot.primary);
+        if let Some((lsn, timeline, answered)) =
+            primary_position.filter(|_| snapshot.primary == Some(index))
+        {
+            let horizon = lag::horizon(&health);
+            state.wal.record(index, timeline, lsn, answered, horizon);
+        }
         let primary_changed = snapshot.primary != state.last_primary;
         if primary_changed {
             match snapshot.primary {
@@ -377,7 +402,7 @@ impl Topology {
         snapshot.routing_epoch = state.routing_epoch;
         let generation = snapshot.generation;
         self.current.store(Arc::new(snapshot));
-        drop(state);
+        drop(guard);
         // Routing first: whoever sees the new generation also sees the change.
         if routing_changed {
             self.routing.send_replace(generation);
@@ -387,6 +412,14 @@ impl Topology {
 }
 
 impl State {
+    /// The WAL history belongs to the elected primary: with another one, or
+    /// none, it starts over (its positions would misdate the replicas').
+    fn follow_primary(&mut self, primary: Option<usize>) {
+        if self.wal.source() != primary {
+            self.wal.clear();
+        }
+    }
+
     fn build(&self) -> Snapshot {
         let cfg = &self.health;
         let election = elect(&self.trackers, cfg);

@@ -1,25 +1,29 @@
 //! One probe task per backend: its own connection (tokio-postgres), re-opened
 //! with backoff when lost, reading every `health.interval_ms` in one round trip
 //! whether the backend is in recovery, its WAL positions, replay state and
-//! timeline. A probe that errors or passes `health.timeout_ms` is a failure.
+//! timeline, timed on pgsplit's clock. A probe that errors or passes
+//! `health.timeout_ms` is a failure.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::time::{timeout, MissedTickBehavior};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{Lsn, Observation, Reading, Topology};
+use super::{Lsn, Observation, ProbeTime, Reading, Topology};
 use crate::config::Config;
 
 /// One query, one round trip (simple protocol), for both roles. Functions that
-/// error on the other role are guarded by CASE. The timeline is the first
-/// eight hex digits of the primary's current WAL file name.
+/// error on the other role are guarded by CASE. The primary's position is its
+/// flushed WAL, what walsenders send: WAL only written to the OS (a long
+/// transaction's, until the WAL writer flushes it) is not yet lag for anyone.
+/// The timeline is the first eight hex digits of the primary's current WAL
+/// file name. No server timestamps: time lag is measured on pgsplit's clock
+/// (see [`super::lag`]).
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
-    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn() END, \
     pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), \
-    extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000, \
     CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END, \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
 
@@ -104,9 +108,9 @@ impl Probe {
             }
             let connected = client.as_ref().is_some_and(|c| !c.is_closed());
             let observation = match self.probe(&mut client).await {
-                Ok(reading) => {
+                Ok((reading, time)) => {
                     backoff = 0;
-                    Observation::Up(reading)
+                    Observation::Up { reading, time }
                 }
                 Err(error) => {
                     client = None;
@@ -122,7 +126,11 @@ impl Probe {
         }
     }
 
-    async fn probe(&self, client: &mut Option<tokio_postgres::Client>) -> Result<Reading, String> {
+    /// One reading, timed around the query alone (not the connect).
+    async fn probe(
+        &self,
+        client: &mut Option<tokio_postgres::Client>,
+    ) -> Result<(Reading, ProbeTime), String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             let (c, connection) = timeout(self.timeout, self.pg.connect(tokio_postgres::NoTls))
                 .await
@@ -134,10 +142,12 @@ impl Probe {
             *client = Some(c);
         }
         let c = client.as_ref().expect("connected above");
+        let sent = Instant::now();
         let messages = timeout(self.timeout, c.simple_query(PROBE_SQL))
             .await
             .map_err(|_| "probe timed out".to_string())?
             .map_err(|e| describe(&e))?;
+        let answered = Instant::now();
         let row = messages
             .iter()
             .find_map(|m| match m {
@@ -145,7 +155,7 @@ impl Probe {
                 _ => None,
             })
             .ok_or("probe returned no row")?;
-        parse_row(|i| row.get(i))
+        Ok((parse_row(|i| row.get(i))?, ProbeTime { sent, answered }))
     }
 }
 
@@ -170,9 +180,8 @@ fn parse_row<'a>(col: impl Fn(usize) -> Option<&'a str>) -> Result<Reading, Stri
         current_lsn: lsn(1)?,
         receive_lsn: lsn(2)?,
         replay_lsn: lsn(3)?,
-        replay_age_ms: col(4).and_then(|s| s.parse().ok()),
-        replay_paused: col(5) == Some("t"),
-        timeline: col(6).and_then(|s| u32::from_str_radix(s, 16).ok()),
+        replay_paused: col(4) == Some("t"),
+        timeline: col(5).and_then(|s| u32::from_str_radix(s, 16).ok()),
     })
 }
 
@@ -194,7 +203,6 @@ mod tests {
             Some("0/3000148"),
             None,
             None,
-            None,
             Some("f"),
             Some("00000002"),
         ];
@@ -207,14 +215,12 @@ mod tests {
             None,
             Some("0/3000148"),
             Some("0/3000100"),
-            Some("1523.25"),
             Some("t"),
             None,
         ];
         let r = parse_row(|i| replica[i]).unwrap();
         assert!(r.in_recovery && r.replay_paused);
         assert_eq!(r.replay_lsn, Some(Lsn(0x3000100)));
-        assert_eq!(r.replay_age_ms, Some(1523.25));
         assert!(parse_row(|i| [Some("t"), Some("garbage")].get(i).copied().flatten()).is_err());
     }
 }

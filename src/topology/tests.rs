@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use super::*;
 
 #[test]
@@ -20,16 +22,25 @@ fn schedule_follows_weights_exactly() {
 
 fn tracker(in_recovery: bool, timeline: Option<u32>) -> Tracker {
     let mut t = Tracker::default();
+    let now = Instant::now();
+    let mut primary = WalHistory::default();
+    primary.record(9, Some(1), Lsn(100), now, Duration::from_secs(60));
     t.observe(
-        Observation::Up(Reading {
-            in_recovery,
-            timeline,
-            current_lsn: (!in_recovery).then_some(Lsn(100)),
-            replay_lsn: in_recovery.then_some(Lsn(100)),
-            receive_lsn: in_recovery.then_some(Lsn(100)),
-            ..Reading::default()
-        }),
-        Some(Lsn(100)),
+        Observation::Up {
+            reading: Reading {
+                in_recovery,
+                timeline,
+                current_lsn: (!in_recovery).then_some(Lsn(100)),
+                replay_lsn: in_recovery.then_some(Lsn(100)),
+                receive_lsn: in_recovery.then_some(Lsn(100)),
+                ..Reading::default()
+            },
+            time: ProbeTime {
+                sent: now,
+                answered: now,
+            },
+        },
+        &primary,
         &HealthConfig::default(),
     );
     t
@@ -80,15 +91,27 @@ fn config(backends: usize) -> Config {
     Config::parse(&text).unwrap()
 }
 
+/// A probe of a backend at WAL position `lsn`, sent at `at` and answered 1 ms
+/// later.
+fn probe(in_recovery: bool, timeline: u32, lsn: u64, at: Instant) -> Observation {
+    Observation::Up {
+        reading: Reading {
+            in_recovery,
+            timeline: (!in_recovery).then_some(timeline),
+            current_lsn: (!in_recovery).then_some(Lsn(lsn)),
+            replay_lsn: in_recovery.then_some(Lsn(lsn)),
+            receive_lsn: in_recovery.then_some(Lsn(lsn)),
+            ..Reading::default()
+        },
+        time: ProbeTime {
+            sent: at,
+            answered: at + Duration::from_millis(1),
+        },
+    }
+}
+
 fn up(in_recovery: bool, timeline: u32) -> Observation {
-    Observation::Up(Reading {
-        in_recovery,
-        timeline: (!in_recovery).then_some(timeline),
-        current_lsn: (!in_recovery).then_some(Lsn(100)),
-        replay_lsn: in_recovery.then_some(Lsn(100)),
-        receive_lsn: in_recovery.then_some(Lsn(100)),
-        ..Reading::default()
-    })
+    probe(in_recovery, timeline, 100, Instant::now())
 }
 
 #[test]
@@ -162,4 +185,108 @@ fn reconfigure_keeps_history_by_name_and_ignores_old_probes() {
     assert!(topo.snapshot().backends[1].last_error.is_none());
     topo.observe(1, 2, up(true, 0));
     assert!(topo.snapshot().complete);
+}
+
+/// Instants as milliseconds after one origin.
+fn ms(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+#[test]
+fn an_idle_primary_then_a_write_keeps_caught_up_replicas_in_rotation() {
+    let mut c = config(2);
+    c.health.max_lag_ms = 1000;
+    let topo = Topology::new(&c, Counter::default());
+    let t0 = Instant::now();
+    // Probes every 500 ms for a minute; nothing is written.
+    for i in 0..120 {
+        topo.observe(0, 0, probe(false, 1, 5000, ms(t0, i * 500)));
+        topo.observe(0, 1, probe(true, 0, 5000, ms(t0, i * 500 + 2)));
+    }
+    // A write: the primary's probe sees it, and the replica's probe, sent
+    // 2 ms later, has not replayed it yet. Then it has.
+    topo.observe(0, 0, probe(false, 1, 5100, ms(t0, 60_000)));
+    topo.observe(0, 1, probe(true, 0, 5000, ms(t0, 60_002)));
+    let s = topo.snapshot();
+    assert!(s.readable(1), "{:?}", s.backends[1]);
+    assert_eq!(s.backends[1].lag_bytes, Some(100));
+    // Dated from the primary's answer (1 ms after its send) to the replica's
+    // send: 1 ms, where the age of its last transaction would be a minute.
+    assert_eq!(s.backends[1].lag_ms, Some(1));
+    topo.observe(0, 1, probe(true, 0, 5100, ms(t0, 60_500)));
+    assert_eq!(topo.snapshot().backends[1].lag_ms, Some(0));
+    // It stops replaying there while the primary moves on: the lag counts
+    // from the first probe that saw the primary past it.
+    for i in 1..=4 {
+        topo.observe(
+            0,
+            0,
+            probe(false, 1, 5100 + i * 100, ms(t0, 60_500 + i * 500)),
+        );
+    }
+    topo.observe(0, 1, probe(true, 0, 5100, ms(t0, 62_600)));
+    let s = topo.snapshot();
+    assert_eq!(s.backends[1].lag_ms, Some(62_600 - 61_001));
+    assert!(!s.readable(1));
+    assert!(s.backends[1]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("max_lag_ms"));
+}
+
+#[test]
+fn a_new_primary_starts_a_new_history() {
+    let mut c = config(3);
+    c.health.fall = 1;
+    let topo = Topology::new(&c, Counter::default());
+    let t0 = Instant::now();
+    // pg1 passes 3500 at 1 s and is at 5000 by 10 s.
+    topo.observe(0, 0, probe(false, 1, 3000, ms(t0, 0)));
+    topo.observe(0, 0, probe(false, 1, 4000, ms(t0, 1000)));
+    topo.observe(0, 0, probe(false, 1, 5000, ms(t0, 10_000)));
+    topo.observe(0, 2, probe(true, 0, 3500, ms(t0, 10_100)));
+    assert_eq!(topo.snapshot().backends[2].lag_ms, Some(9099));
+    // pg1 dies; pg2 is promoted from 3400 and is seen at 3600 on timeline 2.
+    topo.observe(
+        0,
+        0,
+        Observation::Down {
+            error: "gone".into(),
+        },
+    );
+    let s = topo.snapshot();
+    assert_eq!(s.primary, None);
+    // No primary: nothing to date a position by.
+    topo.observe(0, 2, probe(true, 0, 3500, ms(t0, 11_000)));
+    assert_eq!(topo.snapshot().backends[2].lag_ms, None);
+    topo.observe(0, 1, probe(false, 2, 3600, ms(t0, 20_000)));
+    assert_eq!(topo.snapshot().primary, Some(1));
+    // pg3 at 3500 on the new timeline: behind pg2 since pgsplit first saw
+    // it (20 s), not since pg1 passed 3500 (1 s).
+    topo.observe(0, 2, probe(true, 0, 3500, ms(t0, 20_200)));
+    assert_eq!(topo.snapshot().backends[2].lag_ms, Some(199));
+    topo.observe(0, 2, probe(true, 0, 3600, ms(t0, 20_700)));
+    assert_eq!(topo.snapshot().backends[2].lag_ms, Some(0));
+}
+
+#[test]
+fn reconfigure_keeps_the_primary_history_under_its_new_index() {
+    let topo = Topology::new(&config(3), Counter::default());
+    let t0 = Instant::now();
+    // pg2 is the primary and passes 150 at 1 s; pg3 stays at 150.
+    topo.observe(0, 1, probe(false, 1, 100, ms(t0, 0)));
+    topo.observe(0, 1, probe(false, 1, 200, ms(t0, 1000)));
+    // Drop pg1: pg2 and pg3 move to indexes 0 and 1.
+    let mut c = config(3);
+    c.backends.remove(0);
+    let generation = topo.reconfigure(&c);
+    assert_eq!(topo.snapshot().primary, Some(0));
+    topo.observe(generation, 1, probe(true, 0, 150, ms(t0, 3000)));
+    assert_eq!(topo.snapshot().backends[1].lag_ms, Some(1999));
+    // Drop pg2, the primary: its history goes with it.
+    c.backends.remove(0);
+    let generation = topo.reconfigure(&c);
+    topo.observe(generation, 0, probe(true, 0, 150, ms(t0, 4000)));
+    assert_eq!(topo.snapshot().backends[0].lag_ms, None);
 }
