@@ -524,15 +524,6 @@ def check_read_only_port():
         expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after 25006")
 
 
-def fresh_table(name, rows):
-    """(Re)creates {P}name (id int PRIMARY KEY, n bigint) holding (id, id) for
-    id in 1..rows, through the read-write port."""
-    with connect(RW) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {P}{name}")
-        conn.execute(f"CREATE TABLE {P}{name} (id int PRIMARY KEY, n bigint)")
-        conn.execute(f"INSERT INTO {P}{name} SELECT g, g FROM generate_series(1, {rows}) g")
-
-
 def count_deallocations(conn):
     """Records the names of the prepared statements psycopg deallocates on
     conn (protocol Close or SQL DEALLOCATE, whichever it uses)."""
@@ -548,20 +539,28 @@ def count_deallocations(conn):
     return names
 
 
-def cache_overflow(p, table, writes):
+def cache_overflow(p, table, expected):
     """prepare_threshold=0 (every statement prepared on its first run) and a
     cache of 5 (prepared_max): 12 distinct statements cycled in autocommit and
     in transactions overflow the cache again and again; psycopg deallocates
-    each statement it evicts and prepares it again on its next use. Results
-    must stay right (on the read-write port every read sees the session's own
-    writes)."""
+    each statement it evicts and prepares it again on its next use.
+
+    On the read-write port (expected None) the session creates {P}table
+    itself, then reads and writes it; every read must see its own writes. On
+    the read-only port it only reads, once the replica holds `expected`.
+    Returns (the table's rows at the end, a note)."""
+    writes = expected is None
     with connect(p, prepare_threshold=0) as conn:
         conn.prepared_max = 5
         evicted = count_deallocations(conn)
-        rows = lambda: conn.execute(f"SELECT id, n FROM {P}{table} ORDER BY id").fetchall()
-        if p == RO:
-            eventually(f"{P}{table} on the replica", lambda: len(rows()) == 10)
-        expected = dict(rows())
+        rows = lambda: dict(conn.execute(f"SELECT id, n FROM {P}{table} ORDER BY id").fetchall())
+        if writes:
+            conn.execute(f"DROP TABLE IF EXISTS {P}{table}")
+            conn.execute(f"CREATE TABLE {P}{table} (id int PRIMARY KEY, n bigint)")
+            conn.execute(f"INSERT INTO {P}{table} SELECT g, g FROM generate_series(1, 10) g")
+            expected = rows()
+        else:
+            eventually(f"{P}{table} on the replica", lambda: rows() == expected)
         expect(len(expected) == 10, f"{P}{table} holds {expected}")
         runs = 0
         for rnd in range(6):
@@ -583,13 +582,17 @@ def cache_overflow(p, table, writes):
                         )
                     runs += 1
         expect(len(evicted) >= 30, f"only {len(evicted)} statements evicted: the cache did not overflow")
-        return f"{runs} runs, {len(evicted)} evictions"
+        return expected, f"{runs} runs, {len(evicted)} evictions"
 
 
 def run_cache_overflow(table):
-    fresh_table(table, 10)
-    rw = cache_overflow(RW, table, writes=True)
-    ro = cache_overflow(RO, table, writes=False)
+    try:
+        where = "read-write port"
+        final, rw = cache_overflow(RW, table, None)
+        where = "read-only port"
+        _, ro = cache_overflow(RO, table, final)
+    except psycopg.Error as e:
+        raise CheckFailed(f"on the {where}: {type(e).__name__}: {e} (SQLSTATE {e.sqlstate})") from e
     return f"read-write port: {rw}; read-only port: {ro}"
 
 
@@ -621,8 +624,10 @@ def check_cache_overflow_deallocate():
 def check_two_phase_commit():
     """tpc_begin / tpc_prepare on one connection; a new connection lists the
     prepared transaction with tpc_recover() and commits it (or rolls it back)
-    with tpc_commit(xid) / tpc_rollback(xid). Needs max_prepared_transactions
-    > 0 on every node."""
+    with tpc_commit(xid) / tpc_rollback(xid). The recovering connection is in
+    autocommit or not (then psycopg wraps the query in a transaction): a
+    transaction manager may use either. Needs max_prepared_transactions > 0
+    on every node (a replica's pg_prepared_xacts is empty)."""
     with connect(RW) as conn:
         mpt = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
         expect(mpt > 0, "max_prepared_transactions is 0: the cluster cannot prepare transactions")
@@ -631,13 +636,13 @@ def check_two_phase_commit():
     tag = f"{P}{os.getpid()}_{time.monotonic_ns()}"
     made = []
     try:
-        for id, outcome in ((1, "commit"), (2, "rollback")):
+        for id, outcome, autocommit in ((1, "commit", False), (2, "rollback", True), (3, "commit", True)):
             # Not `with`: leaving the block would commit(), which psycopg
             # refuses for a two-phase transaction. The prepared transaction
             # outlives the connection.
             conn = connect(RW, autocommit=False)
             try:
-                xid = conn.xid(42, f"{tag}_{outcome}", "branch")
+                xid = conn.xid(42, f"{tag}_{id}", "branch")
                 made.append(str(xid))
                 conn.tpc_begin(xid)
                 conn.execute(f"INSERT INTO {P}tpc VALUES (%s)", (id,))
@@ -647,17 +652,18 @@ def check_two_phase_commit():
             with connect(RW) as other:
                 seen = other.execute(f"SELECT count(*) FROM {P}tpc WHERE id = %s", (id,)).fetchone()[0]
                 expect(seen == 0, f"row {id} is visible while its transaction is only prepared")
-            with connect(RW, autocommit=False) as conn:
-                found = [x for x in conn.tpc_recover() if x.gtrid == f"{tag}_{outcome}"]
+            with connect(RW, autocommit=autocommit) as conn:
+                found = [x for x in conn.tpc_recover() if x.gtrid == f"{tag}_{id}"]
                 expect(
                     len(found) == 1 and found[0].format_id == 42 and found[0].bqual == "branch",
-                    f"tpc_recover() on a new connection did not list the prepared transaction: {found}",
+                    f"tpc_recover() on a new connection (autocommit={autocommit}) did not list "
+                    f"the prepared transaction: {found}",
                 )
                 if outcome == "commit":
                     conn.tpc_commit(found[0])
                 else:
                     conn.tpc_rollback(found[0])
-            with connect(RW) as conn:
+                # Asked on the session that committed: it must see its own commit.
                 seen = conn.execute(f"SELECT count(*) FROM {P}tpc WHERE id = %s", (id,)).fetchone()[0]
                 want = 1 if outcome == "commit" else 0
                 expect(seen == want, f"after tpc_{outcome} row {id} is seen {seen} times, expected {want}")
