@@ -384,10 +384,13 @@ async fn tokio_postgres_target_session_attrs() {
                     "{what}: connected, but the driver should refuse it ({refusal})"
                 ));
             }
-            (Err(e), Ok(())) => failures.push(format!("{what}: refused: {e}")),
+            (Err(e), Ok(())) => failures.push(format!("{what}: refused: {}", chain(&e))),
             (Err(e), Err(refusal)) => {
-                if !e.to_string().contains(refusal) {
-                    failures.push(format!("{what}: failed with `{e}`, expected `{refusal}`"));
+                if !chain(&e).contains(refusal) {
+                    failures.push(format!(
+                        "{what}: failed with `{}`, expected `{refusal}`",
+                        chain(&e)
+                    ));
                 }
             }
         }
@@ -397,6 +400,19 @@ async fn tokio_postgres_target_session_attrs() {
         "target_session_attrs:\n  {}",
         failures.join("\n  ")
     );
+}
+
+/// An error and its causes, `: `-separated (tokio-postgres' Display shows
+/// only "error connecting to server").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A write (for a read-write session) or a read on a session the driver accepted.

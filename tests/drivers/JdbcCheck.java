@@ -137,6 +137,19 @@ public class JdbcCheck {
         }
     }
 
+    /**
+     * Makes this session's reads see what the earlier checks committed. On
+     * the read-write port reads go to replicas, which see a session's own
+     * writes (read-your-writes) but may not yet have another session's; a
+     * write first (one that changes nothing) puts every earlier commit under
+     * this session's read floor. Straight against PostgreSQL it is a no-op.
+     */
+    static void catchUp(Connection c) throws SQLException {
+        try (Statement s = c.createStatement()) {
+            s.executeUpdate("UPDATE " + P + "items SET n = n WHERE id = 0");
+        }
+    }
+
     static boolean serverPrepared(PreparedStatement ps) throws SQLException {
         return ps.unwrap(PGStatement.class).isUseServerPrepare();
     }
@@ -188,6 +201,7 @@ public class JdbcCheck {
      */
     static String checkServerPreparedAcrossTransactions() throws Exception {
         try (Connection c = connect(RW)) {
+            catchUp(c);
             PreparedStatement get = c.prepareStatement("SELECT name, n FROM " + P + "items WHERE id = ?");
             PreparedStatement bump = c.prepareStatement("UPDATE " + P + "items SET n = n + ? WHERE id = ?");
             expect(get.unwrap(PGStatement.class).getPrepareThreshold() == 5, "prepareThreshold is not the default 5");
@@ -347,6 +361,7 @@ public class JdbcCheck {
      */
     static String checkStatementCacheOverflow() throws Exception {
         try (Connection c = connect(RW, "prepareThreshold=1&preparedStatementCacheQueries=4")) {
+            catchUp(c);
             Map<Integer, Long> expected = new HashMap<>();
             try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery(
                     "SELECT id, n FROM " + P + "items WHERE id BETWEEN 11 AND 20")) {
@@ -432,7 +447,9 @@ public class JdbcCheck {
     static void runSession(int me) throws Exception {
         int id = 31 + me; // this session's own row: no lock waits
         try (Connection c = connect(RW, "prepareThreshold=1")) {
-            long[] n = {itemN(c, id)};
+            // A write first: from then on this session's reads see every
+            // commit before it (read-your-writes), its own and the schema's.
+            long[] n = {queryLong(c, "UPDATE " + P + "items SET n = n WHERE id = " + id + " RETURNING n")};
             PreparedStatement bump = c.prepareStatement("UPDATE " + P + "items SET n = n + 1 WHERE id = ?");
             PreparedStatement getN = c.prepareStatement("SELECT n FROM " + P + "items WHERE id = ?");
             PreparedStatement getName = c.prepareStatement("SELECT name FROM " + P + "items WHERE id = ?");
@@ -476,10 +493,6 @@ public class JdbcCheck {
                 }
             }
         }
-    }
-
-    static long itemN(Connection c, int id) throws SQLException {
-        return queryLong(c, "SELECT n FROM " + P + "items WHERE id = " + id);
     }
 
     /** i / 4 as PostgreSQL prints a float8 (0, 0.25, 1.5: no trailing zeros). */

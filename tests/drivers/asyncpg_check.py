@@ -142,6 +142,15 @@ async def check_schema():
         expect(mood == "ok", f"enum value decoded as {mood!r}")
 
 
+async def catch_up(conn):
+    """Makes this session's reads see what the earlier checks committed. On
+    the read-write port reads go to replicas, which see a session's own
+    writes (read-your-writes) but may not yet have another session's; a
+    write first (one that changes nothing) puts every earlier commit under
+    this session's read floor. Straight against PostgreSQL it is a no-op."""
+    await conn.execute(f"UPDATE {P}items SET n = n WHERE id = 0")
+
+
 async def item_n(conn, id):
     row = await conn.fetchrow(f"SELECT name, n FROM {P}items WHERE id = $1", id)
     expect(row is not None and row["name"] == f"name {id}", f"item {id}: {row}")
@@ -154,6 +163,7 @@ async def check_prepared_across_transactions():
     sees the session's own writes. Then an explicit conn.prepare() statement
     reused across transactions."""
     async with connected(RW) as conn:
+        await catch_up(conn)
         expected = {i: i for i in range(1, 6)}
         bump = f"UPDATE {P}items SET n = n + $1 WHERE id = $2"
         for rnd in range(16):
@@ -242,6 +252,7 @@ async def check_cache_overflow():
     evicted statements are closed and prepared again on their next use."""
     distinct = 130
     async with connected(RW) as conn:
+        await catch_up(conn)
         rows = await conn.fetch(f"SELECT id, n FROM {P}items WHERE id BETWEEN 11 AND 20")
         expected = {r["id"]: r["n"] for r in rows}
         runs = 0
@@ -277,7 +288,10 @@ async def check_pool():
         host=HOST, port=RW, user="app", password="app", database="app", min_size=4, max_size=4, timeout=10
     )
     try:
-        before = await pool.fetchval(f"SELECT sum(n) FROM {P}items WHERE id BETWEEN 31 AND 38")
+        # The sums are read on the primary (hint): the connection that reads
+        # them need not be one that wrote.
+        total = f"/* pgsplit:primary */ SELECT sum(n) FROM {P}items WHERE id BETWEEN 31 AND 38"
+        before = await pool.fetchval(total)
 
         async def task(i):
             id = 31 + i % 8
@@ -294,7 +308,7 @@ async def check_pool():
                 expect(count == i % 50 + 1, f"task {i} counted {count}")
 
         await asyncio.gather(*(task(i) for i in range(200)))
-        after = await pool.fetchval(f"SELECT sum(n) FROM {P}items WHERE id BETWEEN 31 AND 38")
+        after = await pool.fetchval(total)
         expect(after == before + 200, f"200 increments moved the sum from {before} to {after}")
     finally:
         await pool.close()
