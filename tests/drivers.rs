@@ -91,26 +91,6 @@ fn probe_node_pg() -> Result<(), String> {
     Ok(())
 }
 
-/// One driver's check script and how to run it.
-struct Script {
-    /// The driver, as named in messages.
-    what: &'static str,
-    probe: Probe,
-    /// The program and the arguments before the script's path.
-    command: Vec<String>,
-    /// File name under tests/drivers/.
-    script: &'static str,
-    /// Extra environment for the program.
-    env: Vec<(&'static str, String)>,
-    /// The command that installs the driver.
-    install: &'static str,
-}
-
-/// postgresql.conf lines for the drivers' cluster: psycopg's two-phase commit
-/// check needs prepared transactions (a replica needs at least the
-/// primary's value, so every node gets it).
-const DRIVER_CLUSTER_CONF: &[&str] = &["max_prepared_transactions = 10"];
-
 fn probe_asyncpg() -> Result<(), String> {
     python_imports("asyncpg")
 }
@@ -152,6 +132,26 @@ fn probe_pgx() -> Result<(), String> {
         Err("go version failed".into())
     }
 }
+
+/// One driver's check script and how to run it.
+struct Script {
+    /// The driver, as named in messages.
+    what: &'static str,
+    probe: Probe,
+    /// The program and the arguments before the script's path.
+    command: Vec<String>,
+    /// File name under tests/drivers/.
+    script: &'static str,
+    /// Extra environment for the program.
+    env: Vec<(&'static str, String)>,
+    /// The command that installs the driver.
+    install: &'static str,
+}
+
+/// postgresql.conf lines for the drivers' cluster: psycopg's two-phase commit
+/// check needs prepared transactions (a replica needs at least the
+/// primary's value, so every node gets it).
+const DRIVER_CLUSTER_CONF: &[&str] = &["max_prepared_transactions = 10"];
 
 /// Runs `script` against a fresh pgsplit and asserts it succeeded.
 async fn run_driver_script(script: Script) {
