@@ -381,19 +381,23 @@ async def check_cancel_on_timeout():
         marker = f"drv_apg_cancel_{os.getpid()}_{time.monotonic_ns()}"
         sleep = conn.fetchval(f"/* pgsplit:primary */ SELECT pg_sleep(30) /* {marker} */", timeout=2)
         running = asyncio.ensure_future(wait_until_running(marker))
+        started = time.monotonic()
         timed_out = False
         try:
             await sleep
         except asyncio.TimeoutError:
             timed_out = True
         expect(timed_out, "pg_sleep(30) returned within its 2 s timeout")
+        timeout_at = time.monotonic()
         # The server was running it when the timeout fired: the cancel mattered.
         await running
-        start = time.monotonic()
         got = await conn.fetchval("SELECT $1::text", "still here")
-        took = time.monotonic() - start
+        took = time.monotonic() - timeout_at
         expect(got == "still here", f"after the cancel: {got!r}")
-        expect(took < 5, f"the next query waited {took:.1f}s: the cancel did not stop the sleep")
+        # Whether asyncpg waits for the cancel before raising or before the
+        # next query, a cancel that went nowhere costs the 30 s sleep.
+        total = time.monotonic() - started
+        expect(total < 7, f"the next query answered {total:.1f}s after the sleep began: the cancel did not stop it")
         # Also within a transaction: the transaction fails, rollback recovers.
         async with connected(RW) as other:
             tr = conn.transaction()
@@ -423,7 +427,6 @@ async def check_cancel_on_timeout():
 async def check_listen():
     async with connected(RW) as listener, connected(RW) as sender:
         got = asyncio.Queue()
-        listener_pid = listener.get_server_pid()
 
         def on_notify(conn, pid, channel, payload):
             got.put_nowait((channel, payload))
@@ -452,7 +455,6 @@ async def check_listen():
         got_after = await within(10, "notification after a query", got.get())
         expect(got_after == (f"{P}chan", "after a query"), f"notification after a query: {got_after}")
         await listener.remove_listener(f"{P}chan", on_notify)
-        expect(listener_pid, "no backend pid")
 
 
 async def check_read_only_port():
