@@ -1,14 +1,31 @@
 //! Real client drivers through pgsplit, used unchanged but for the port:
-//! psycopg 3 (Python) and node-postgres (Node). Each runs a standalone script
-//! from tests/drivers/ against a fresh cluster; the script prints one line per
-//! check and exits non-zero on the first failure.
+//! psycopg 3 and asyncpg (Python), node-postgres (Node), PgJDBC (Java) and
+//! pgx v4 (Go). Each runs a standalone script from tests/drivers/ against a
+//! fresh cluster (primary + 2 replicas, `max_prepared_transactions = 10` on
+//! every node for psycopg's two-phase commit); the script prints one line per
+//! check and exits non-zero on the first failure. tokio-postgres'
+//! `target_session_attrs` is checked here in Rust.
 //!
-//! The drivers are installed by `tests/drivers/install.sh`. A missing driver
-//! fails the test with the install command, unless `PGSPLIT_SKIP_DRIVERS=1`.
+//! PgJDBC, asyncpg and pgx keep named prepared statements across
+//! transactions, in their statement caches, and drop the ones they evict
+//! (protocol Close, or SQL DEALLOCATE for pgx and psycopg with libpq < 17):
+//! their scripts stress what a pooling proxy must get right about them.
+//!
+//! The drivers are installed by `tests/drivers/install.sh` (pip, npm, and
+//! Debian's packages for PgJDBC, a JDK, Go and pgx). A missing driver fails
+//! the test with the install command, unless `PGSPLIT_SKIP_DRIVERS=1`.
 //! `PYTHON` picks the interpreter (default `python3`). To investigate, run a
-//! script by hand against any pgsplit with `PGSPLIT_RW_PORT`/`PGSPLIT_RO_PORT`
-//! set, `DRIVER_CHECKS_KEEP_GOING=1` to see every failure and
-//! `DRIVER_CHECKS_ONLY=name,...` to pick checks.
+//! script by hand against any pgsplit (or straight against PostgreSQL) with
+//! `PGSPLIT_RW_PORT`/`PGSPLIT_RO_PORT` set, `DRIVER_CHECKS_KEEP_GOING=1` to
+//! see every failure and `DRIVER_CHECKS_ONLY=name,...` to pick checks:
+//!
+//! ```text
+//! python3 tests/drivers/psycopg_check.py
+//! python3 tests/drivers/asyncpg_check.py
+//! node tests/drivers/node_pg_check.js
+//! java -cp /usr/share/java/postgresql.jar tests/drivers/JdbcCheck.java
+//! GO111MODULE=off GOPATH=/usr/share/gocode go run tests/drivers/pgx_check.go
+//! ```
 
 mod common;
 use common::*;
@@ -36,20 +53,25 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn probe_psycopg() -> Result<(), String> {
+/// Ok if `python()` can import `module`.
+fn python_imports(module: &str) -> Result<(), String> {
     let out = Command::new(python())
-        .args(["-c", "import psycopg; print(psycopg.__version__)"])
+        .args(["-c", &format!("import {module}")])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python()))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "{} cannot import psycopg: {}",
+            "{} cannot import {module}: {}",
             python(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+fn probe_psycopg() -> Result<(), String> {
+    python_imports("psycopg")
 }
 
 fn probe_node_pg() -> Result<(), String> {
@@ -69,8 +91,78 @@ fn probe_node_pg() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `program script` against a fresh pgsplit and asserts it succeeded.
-async fn run_driver_script(what: &str, probe: Probe, program: &str, script: &str, install: &str) {
+fn probe_asyncpg() -> Result<(), String> {
+    python_imports("asyncpg")
+}
+
+/// Debian's PgJDBC jar.
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+fn probe_jdbc() -> Result<(), String> {
+    if !Path::new(JDBC_JAR).is_file() {
+        return Err(format!("{JDBC_JAR} is missing"));
+    }
+    // The single-file launcher compiles the check: it needs a JDK, not a JRE.
+    let out = Command::new("javac")
+        .arg("-version")
+        .output()
+        .map_err(|e| format!("cannot run javac: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err("javac -version failed".into())
+    }
+}
+
+/// Where Debian's Go packages keep their sources (a GOPATH).
+const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+fn probe_pgx() -> Result<(), String> {
+    let pgx = Path::new(DEBIAN_GOPATH).join("src/github.com/jackc/pgx/v4");
+    if !pgx.is_dir() {
+        return Err(format!("{} is missing", pgx.display()));
+    }
+    let out = Command::new("go")
+        .arg("version")
+        .output()
+        .map_err(|e| format!("cannot run go: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err("go version failed".into())
+    }
+}
+
+/// One driver's check script and how to run it.
+struct Script {
+    /// The driver, as named in messages.
+    what: &'static str,
+    probe: Probe,
+    /// The program and the arguments before the script's path.
+    command: Vec<String>,
+    /// File name under tests/drivers/.
+    script: &'static str,
+    /// Extra environment for the program.
+    env: Vec<(&'static str, String)>,
+    /// The command that installs the driver.
+    install: &'static str,
+}
+
+/// postgresql.conf lines for the drivers' cluster: psycopg's two-phase commit
+/// check needs prepared transactions (a replica needs at least the
+/// primary's value, so every node gets it).
+const DRIVER_CLUSTER_CONF: &[&str] = &["max_prepared_transactions = 10"];
+
+/// Runs `script` against a fresh pgsplit and asserts it succeeded.
+async fn run_driver_script(script: Script) {
+    let Script {
+        what,
+        probe,
+        command,
+        script,
+        env: extra_env,
+        install,
+    } = script;
     if let Err(why) = probe() {
         if skip_requested() {
             println!("SKIPPED: {what} checks ({why}); PGSPLIT_SKIP_DRIVERS=1 is set");
@@ -82,18 +174,22 @@ async fn run_driver_script(what: &str, probe: Probe, program: &str, script: &str
         );
     }
 
-    let env = Env::start(Setup::default()).await;
+    let env = Env::start(Setup::default().extra_conf(DRIVER_CLUSTER_CONF.iter().copied())).await;
+    let (program, args) = command.split_first().expect("a command");
     let mut cmd = Command::new(program);
-    cmd.arg(drivers_dir().join(script))
+    cmd.args(args)
+        .arg(drivers_dir().join(script))
         .current_dir(drivers_dir());
     // libpq's PG* variables (PGSSLMODE, PGOPTIONS, ...) would change what the
-    // scripts test; the scripts' own settings are all in their conninfo.
+    // scripts test (pgx reads them too); the scripts' own settings are all in
+    // their conninfo.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PG") {
             cmd.env_remove(&name);
         }
     }
-    cmd.env("PGSPLIT_RW_PORT", env.rw.to_string())
+    cmd.envs(extra_env)
+        .env("PGSPLIT_RW_PORT", env.rw.to_string())
         .env("PGSPLIT_RO_PORT", env.ro.to_string());
     let started = Instant::now();
     let (status, stdout, stderr) =
@@ -156,24 +252,191 @@ fn run_with_timeout(
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_works_through_pgsplit() {
-    run_driver_script(
-        "psycopg 3",
-        probe_psycopg,
-        &python(),
-        "psycopg_check.py",
-        "pip install -r tests/drivers/requirements.txt",
-    )
+    run_driver_script(Script {
+        what: "psycopg 3",
+        probe: probe_psycopg,
+        command: vec![python()],
+        script: "psycopg_check.py",
+        env: vec![],
+        install: "pip install -r tests/drivers/requirements.txt",
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_works_through_pgsplit() {
-    run_driver_script(
-        "node-postgres (pg)",
-        probe_node_pg,
-        "node",
-        "node_pg_check.js",
-        "npm ci --prefix tests/drivers",
-    )
+    run_driver_script(Script {
+        what: "node-postgres (pg)",
+        probe: probe_node_pg,
+        command: vec!["node".into()],
+        script: "node_pg_check.js",
+        env: vec![],
+        install: "npm ci --prefix tests/drivers",
+    })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_works_through_pgsplit() {
+    run_driver_script(Script {
+        what: "asyncpg",
+        probe: probe_asyncpg,
+        command: vec![python()],
+        script: "asyncpg_check.py",
+        env: vec![],
+        install: "pip install -r tests/drivers/requirements.txt",
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_works_through_pgsplit() {
+    run_driver_script(Script {
+        what: "PgJDBC",
+        probe: probe_jdbc,
+        // The single-file launcher compiles and runs the check in one go.
+        command: vec!["java".into(), "-cp".into(), JDBC_JAR.into()],
+        script: "JdbcCheck.java",
+        env: vec![],
+        install: "apt-get install libpostgresql-jdbc-java default-jdk-headless",
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgx_works_through_pgsplit() {
+    run_driver_script(Script {
+        what: "pgx v4",
+        probe: probe_pgx,
+        command: vec!["go".into(), "run".into()],
+        script: "pgx_check.go",
+        // Debian ships Go libraries as sources in a GOPATH and no module
+        // proxy is used: build in GOPATH mode, offline. The build cache
+        // lives in target/ (the first build takes a few seconds).
+        env: vec![
+            ("GO111MODULE", "off".into()),
+            ("GOPATH", DEBIAN_GOPATH.into()),
+            ("GOFLAGS", String::new()),
+            ("GOPROXY", "off".into()),
+            (
+                "GOCACHE",
+                Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join("go-build")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+        install: "apt-get install golang-go golang-github-jackc-pgx-v4-dev",
+    })
+    .await;
+}
+
+/// tokio-postgres with `target_session_attrs` runs `SHOW transaction_read_only`
+/// after logging in and drops a server whose answer does not fit. The
+/// read-write port takes writes, so `read-write` must be accepted there (and
+/// the write must work) and `read-only` refused; the read-only port is the
+/// other way round. Checked straight against the primary and a replica
+/// first, so the expectations are the driver's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_target_session_attrs() {
+    use tokio_postgres::config::TargetSessionAttrs::{ReadOnly, ReadWrite};
+
+    let env = Env::start(Setup::default()).await;
+    let replica = env.replica_ports()[0];
+    let mut failures = Vec::new();
+    let cases = [
+        ("primary, directly", env.primary_port(), ReadWrite, Ok(())),
+        (
+            "replica, directly",
+            replica,
+            ReadWrite,
+            Err("database does not allow writes"),
+        ),
+        ("read-write port", env.rw, ReadWrite, Ok(())),
+        (
+            "read-write port",
+            env.rw,
+            ReadOnly,
+            Err("database is not read only"),
+        ),
+        ("read-only port", env.ro, ReadOnly, Ok(())),
+        (
+            "read-only port",
+            env.ro,
+            ReadWrite,
+            Err("database does not allow writes"),
+        ),
+    ];
+    for (place, port, attrs, want) in cases {
+        let what = format!("target_session_attrs={attrs:?} on the {place}");
+        let mut config = env.pg_config(port, "app");
+        config.target_session_attrs(attrs);
+        let connected = config.connect(tokio_postgres::NoTls).await;
+        match (connected, want) {
+            (Ok((client, connection)), Ok(())) => {
+                tokio::spawn(connection);
+                if let Err(why) = use_session(&client, attrs == ReadWrite).await {
+                    failures.push(format!("{what}: connected, but {why}"));
+                }
+            }
+            (Ok(_), Err(refusal)) => {
+                failures.push(format!(
+                    "{what}: connected, but the driver should refuse it ({refusal})"
+                ));
+            }
+            (Err(e), Ok(())) => failures.push(format!("{what}: refused: {}", chain(&e))),
+            (Err(e), Err(refusal)) => {
+                if !chain(&e).contains(refusal) {
+                    failures.push(format!(
+                        "{what}: failed with `{}`, expected `{refusal}`",
+                        chain(&e)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "target_session_attrs:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+/// An error and its causes, `: `-separated (tokio-postgres' Display shows
+/// only "error connecting to server").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// A write (for a read-write session) or a read on a session the driver accepted.
+async fn use_session(client: &tokio_postgres::Client, write: bool) -> Result<(), String> {
+    if write {
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS drv_tsa (id int)")
+            .await
+            .map_err(|e| format!("CREATE TABLE failed: {}", message(&e)))?;
+        let row = client
+            .query_one("INSERT INTO drv_tsa VALUES (1) RETURNING id", &[])
+            .await
+            .map_err(|e| format!("INSERT failed: {}", message(&e)))?;
+        if row.get::<_, i32>(0) != 1 {
+            return Err("INSERT RETURNING returned a wrong id".into());
+        }
+    } else {
+        let row = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| format!("SELECT failed: {}", message(&e)))?;
+        if !row.get::<_, bool>(0) {
+            return Err("the read-only session is not on a replica".into());
+        }
+    }
+    Ok(())
 }

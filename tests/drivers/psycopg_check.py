@@ -9,6 +9,7 @@ Set DRIVER_CHECKS_KEEP_GOING=1 to run every check and report all failures
 (handy when investigating); set DRIVER_CHECKS_ONLY=name,name to run a subset.
 """
 
+import contextlib
 import os
 import sys
 import threading
@@ -17,7 +18,7 @@ import traceback
 
 try:
     import psycopg
-    from psycopg import errors
+    from psycopg import errors, sql
 except ImportError as exc:  # pragma: no cover - depends on the machine
     print(
         f"psycopg is not installed ({exc}); install it with "
@@ -523,6 +524,163 @@ def check_read_only_port():
         expect(conn.execute("SELECT 1").fetchone() == (1,), "unusable after 25006")
 
 
+def count_deallocations(conn):
+    """Records the names of the prepared statements psycopg deallocates on
+    conn (protocol Close or SQL DEALLOCATE, whichever it uses)."""
+    expect(hasattr(conn, "_deallocate"), "psycopg has no Connection._deallocate any more: update this check")
+    deallocate = conn._deallocate
+    names = []
+
+    def counting(name):
+        names.append(name)
+        return deallocate(name)
+
+    conn._deallocate = counting
+    return names
+
+
+def cache_overflow(p, table):
+    """prepare_threshold=0 (every statement prepared on its first run) and a
+    cache of 5 (prepared_max): 12 distinct statements cycled in autocommit and
+    in transactions overflow the cache again and again; psycopg deallocates
+    each statement it evicts and prepares it again on its next use.
+
+    On the read-write port the session creates {P}table itself, then reads
+    and writes it; every read must see its own writes. On the read-only port
+    it only reads (once the table reached the replica), and checks the rows'
+    ids: another replica may lag behind on the values."""
+    writes = p == RW
+    with connect(p, prepare_threshold=0) as conn:
+        conn.prepared_max = 5
+        evicted = count_deallocations(conn)
+        rows = lambda: dict(conn.execute(f"SELECT id, n FROM {P}{table} ORDER BY id").fetchall())
+        if writes:
+            conn.execute(f"DROP TABLE IF EXISTS {P}{table}")
+            conn.execute(f"CREATE TABLE {P}{table} (id int PRIMARY KEY, n bigint)")
+            conn.execute(f"INSERT INTO {P}{table} SELECT g, g FROM generate_series(1, 10) g")
+        else:
+            eventually(f"{P}{table} on the replica", lambda: len(rows()) == 10)
+        expected = rows()
+        expect(len(expected) == 10, f"{P}{table} holds {expected}")
+        runs = 0
+        for rnd in range(6):
+            in_tx = rnd % 2 == 1
+            with conn.transaction() if in_tx else contextlib.nullcontext():
+                for k in range(12):
+                    id = 1 + (k + rnd) % 10
+                    if writes and k % 3 == 2:
+                        cur = conn.execute(
+                            f"UPDATE {P}{table} SET n = n + %s WHERE id = %s AND {k} = {k}", (k, id)
+                        )
+                        expect(cur.rowcount == 1, f"write {k} in round {rnd} touched {cur.rowcount} rows")
+                        expected[id] += k
+                    else:
+                        row = conn.execute(f"SELECT id, n, {k} FROM {P}{table} WHERE id = %s", (id,)).fetchone()
+                        want = (id, expected[id], k)
+                        expect(
+                            row is not None and (row == want if writes else (row[0], row[2]) == (id, k)),
+                            f"read {k} in round {rnd} of row {id}: {row}, expected {want}",
+                        )
+                    runs += 1
+        expect(len(evicted) >= 30, f"only {len(evicted)} statements evicted: the cache did not overflow")
+        return f"{runs} runs, {len(evicted)} evictions"
+
+
+def run_cache_overflow(table):
+    try:
+        where = "read-write port"
+        rw = cache_overflow(RW, table)
+        where = "read-only port"
+        ro = cache_overflow(RO, table)
+    except psycopg.Error as e:
+        raise CheckFailed(f"on the {where}: {type(e).__name__}: {e} (SQLSTATE {e.sqlstate})") from e
+    return f"read-write port: {rw}; read-only port: {ro}"
+
+
+def check_cache_overflow_close():
+    if not psycopg.capabilities.has_send_close_prepared():
+        return f"skipped (libpq {psycopg.pq.version()} < 17 has no protocol-level Close)"
+    return run_cache_overflow("evict_close")
+
+
+def check_cache_overflow_deallocate():
+    # psycopg deallocates with SQL `DEALLOCATE name` when its libpq is older
+    # than 17 (no PQsendClosePrepared). The binary wheel bundles a newer
+    # libpq, so the check makes psycopg take that path, as it does with
+    # PSYCOPG_IMPL=python over a system libpq 15.
+    from psycopg import _connection_base
+
+    expect(
+        hasattr(_connection_base, "_HAS_SEND_CLOSE"),
+        "psycopg no longer has _connection_base._HAS_SEND_CLOSE: update this check",
+    )
+    had = _connection_base._HAS_SEND_CLOSE
+    _connection_base._HAS_SEND_CLOSE = False
+    try:
+        return run_cache_overflow("evict_sql")
+    finally:
+        _connection_base._HAS_SEND_CLOSE = had
+
+
+def check_two_phase_commit():
+    """tpc_begin / tpc_prepare on one connection; a new connection lists the
+    prepared transaction with tpc_recover() and commits it (or rolls it back)
+    with tpc_commit(xid) / tpc_rollback(xid). The recovering connection is in
+    autocommit or not (then psycopg wraps the query in a transaction): a
+    transaction manager may use either. Needs max_prepared_transactions > 0
+    on every node (a replica's pg_prepared_xacts is empty)."""
+    with connect(RW) as conn:
+        mpt = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
+        expect(mpt > 0, "max_prepared_transactions is 0: the cluster cannot prepare transactions")
+        conn.execute(f"DROP TABLE IF EXISTS {P}tpc")
+        conn.execute(f"CREATE TABLE {P}tpc (id int)")
+    tag = f"{P}{os.getpid()}_{time.monotonic_ns()}"
+    made = []
+    try:
+        for id, outcome, autocommit in ((1, "commit", False), (2, "rollback", True), (3, "commit", True)):
+            # Not `with`: leaving the block would commit(), which psycopg
+            # refuses for a two-phase transaction. The prepared transaction
+            # outlives the connection.
+            conn = connect(RW, autocommit=False)
+            try:
+                xid = conn.xid(42, f"{tag}_{id}", "branch")
+                made.append(str(xid))
+                conn.tpc_begin(xid)
+                conn.execute(f"INSERT INTO {P}tpc VALUES (%s)", (id,))
+                conn.tpc_prepare()
+            finally:
+                conn.close()
+            with connect(RW) as other:
+                seen = other.execute(f"SELECT count(*) FROM {P}tpc WHERE id = %s", (id,)).fetchone()[0]
+                expect(seen == 0, f"row {id} is visible while its transaction is only prepared")
+            with connect(RW, autocommit=autocommit) as conn:
+                found = [x for x in conn.tpc_recover() if x.gtrid == f"{tag}_{id}"]
+                expect(
+                    len(found) == 1 and found[0].format_id == 42 and found[0].bqual == "branch",
+                    f"tpc_recover() on a new connection (autocommit={autocommit}) did not list "
+                    f"the prepared transaction: {found}",
+                )
+                if outcome == "commit":
+                    conn.tpc_commit(found[0])
+                else:
+                    conn.tpc_rollback(found[0])
+                # Asked on the session that committed: it must see its own commit.
+                seen = conn.execute(f"SELECT count(*) FROM {P}tpc WHERE id = %s", (id,)).fetchone()[0]
+                want = 1 if outcome == "commit" else 0
+                expect(seen == want, f"after tpc_{outcome} row {id} is seen {seen} times, expected {want}")
+        with connect(RW, autocommit=False) as conn:
+            left = [x for x in conn.tpc_recover() if x.gtrid.startswith(tag)]
+            expect(not left, f"prepared transactions left after commit/rollback: {left}")
+    finally:
+        # A prepared transaction outlives its session and holds its locks:
+        # never leave one behind for the later checks.
+        with connect(RW) as conn:
+            for (gid,) in conn.execute(
+                "/* pgsplit:primary */ SELECT gid FROM pg_prepared_xacts WHERE gid = ANY(%s)", (made,)
+            ).fetchall():
+                conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+
+
 def check_protocol_negotiation():
     # libpq 18 can ask for protocol 3.2; pgsplit must negotiate it down.
     if psycopg.pq.version() < 180000:
@@ -633,6 +791,9 @@ CHECKS = [
     ("errors keep their SQLSTATE", check_errors),
     ("large results", check_large_result),
     ("read-only port", check_read_only_port),
+    ("prepared-statement cache overflow (protocol Close)", check_cache_overflow_close),
+    ("prepared-statement cache overflow (SQL DEALLOCATE, as with libpq < 17)", check_cache_overflow_deallocate),
+    ("two-phase commit with recovery (tpc_recover)", check_two_phase_commit),
     ("startup parameters", check_startup_parameters),
     ("server ends an idle session", check_server_ends_idle_session),
     ("many connections", check_many_connections),
