@@ -165,6 +165,14 @@ async fn settings_follow_each_session_across_shared_connections() {
     // RESET returns the session to its login state.
     b.batch_execute("RESET application_name").await.unwrap();
     assert_eq!(first_cell(&b, "SHOW application_name").await, "");
+    // A session that never set anything sees nothing of a SET that ran on
+    // the connection just before it.
+    let c = env.connect(env.rw).await;
+    a.batch_execute("SET application_name = 'a again'")
+        .await
+        .unwrap();
+    assert_eq!(first_cell(&c, "SHOW application_name").await, "");
+    assert_eq!(first_cell(&a, "SHOW application_name").await, "a again");
     assert_eq!(app_connections(&env, 0), 1);
 }
 

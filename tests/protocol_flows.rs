@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, TryStreamExt};
+use pgsplit::config::AuthMethod;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_extended_and_pipelined_queries() {
@@ -348,4 +349,109 @@ async fn notices_and_notifications_pass_through() {
             _ => {}
         }
     }
+}
+
+/// One frontend message.
+fn fe(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse and Describe of the unnamed statement, then Flush: what asyncpg
+/// sends to learn a query's columns before it decides what to run.
+fn describe_unnamed(sql: &str) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    [fe(b'P', &parse), fe(b'D', b"S\0"), fe(b'H', b"")].concat()
+}
+
+/// Reads messages up to and including one of tag `until`; returns their tags
+/// and the first DataRow's first column.
+async fn read_until(c: &mut RawClient, until: u8) -> (String, Option<String>) {
+    let mut tags = String::new();
+    let mut first = None;
+    loop {
+        let (tag, body) = c.recv().await.expect("pgsplit answered");
+        assert_ne!(tag, b'E', "error: {:?}", error_fields(&body));
+        tags.push(tag as char);
+        if tag == b'D' && first.is_none() {
+            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+            first = Some(String::from_utf8_lossy(&body[6..6 + len as usize]).into_owned());
+        }
+        if tag == until {
+            return (tags, first);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_description_on_a_replica_does_not_hold_back_a_copy_or_a_write() {
+    let env = Env::start(
+        Setup::default()
+            .replicas(1)
+            .tweak(|c| c.auth.method = AuthMethod::Trust),
+    )
+    .await;
+    fixture(&env, "CREATE TABLE t (id int, name text)");
+    env.cluster
+        .wait_caught_up(0, 1, Duration::from_secs(10))
+        .unwrap();
+    let mut c = RawClient::login_trust(env.rw, "app").await;
+
+    // Described on the replica, then run there: a read stays.
+    c.send(&describe_unnamed("SELECT inet_server_port()::text"))
+        .await;
+    assert_eq!(read_until(&mut c, b'T').await.0, "1tT");
+    c.send(
+        &[
+            fe(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]),
+            fe(b'E', &[0, 0, 0, 0, 0]),
+            fe(b'S', b""),
+        ]
+        .concat(),
+    )
+    .await;
+    let (tags, value) = read_until(&mut c, b'Z').await;
+    let replica = env.replica_ports()[0].to_string();
+    assert_eq!(
+        (tags.as_str(), value.as_deref()),
+        ("2DCZ", Some(replica.as_str()))
+    );
+
+    // Described (on the replica: a read), then a COPY: it runs on the
+    // primary, and the client sees one ReadyForQuery, its own.
+    c.send(&describe_unnamed("SELECT id, name FROM t LIMIT 1"))
+        .await;
+    assert_eq!(read_until(&mut c, b'T').await.0, "1tT");
+    c.send(&fe(b'Q', b"COPY t FROM STDIN\0")).await;
+    assert_eq!(read_until(&mut c, b'G').await.0, "G");
+    c.send(&[fe(b'd', b"1\tone\n"), fe(b'c', b"")].concat())
+        .await;
+    assert_eq!(read_until(&mut c, b'Z').await.0, "CZ");
+
+    // The same before a write by the extended protocol.
+    c.send(&describe_unnamed("SELECT id FROM t")).await;
+    assert_eq!(read_until(&mut c, b'T').await.0, "1tT");
+    let mut parse = b"\0INSERT INTO t VALUES (2, 'two') RETURNING pg_is_in_recovery()\0".to_vec();
+    parse.extend_from_slice(&[0, 0]);
+    c.send(
+        &[
+            fe(b'P', &parse),
+            fe(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]),
+            fe(b'E', &[0, 0, 0, 0, 0]),
+            fe(b'S', b""),
+        ]
+        .concat(),
+    )
+    .await;
+    let (tags, value) = read_until(&mut c, b'Z').await;
+    assert_eq!((tags.as_str(), value.as_deref()), ("12DCZ", Some("f")));
+
+    // Nothing was left over: the next query is answered on its own.
+    c.send(&fe(b'Q', b"SELECT count(*) FROM t\0")).await;
+    let (tags, value) = read_until(&mut c, b'Z').await;
+    assert_eq!((tags.as_str(), value.as_deref()), ("TDCZ", Some("2")));
 }

@@ -22,7 +22,9 @@
 //!
 //! A node "ran" a case if either source shows its marker there. Expected
 //! primary: ran on the primary and on no replica (not even a failed try).
-//! Expected replica: ran on a replica and not on the primary.
+//! Expected replica: ran on a replica and not on the primary. Expected
+//! retried: logged on a replica (refused there, so no completed run) and
+//! run on the primary.
 
 #[path = "splitting/cases.rs"]
 mod cases;
@@ -173,6 +175,11 @@ impl Evidence {
         let ok = match expect {
             Target::Primary => on == [0],
             Target::Replica => !on.is_empty() && !on.contains(&0),
+            Target::Retried => {
+                let seen = self.seen(marker);
+                let ran_on_replica = seen.iter().any(|s| s.node != 0 && s.calls > 0);
+                on.contains(&0) && on.len() > 1 && !ran_on_replica
+            }
         };
         (!ok).then(|| format!("expected {expect:?}, ran on {}", self.describe(marker)))
     }
@@ -265,6 +272,15 @@ fn check_metrics(metrics: &str) -> Vec<String> {
             "metrics: no pgsplit_statements_total{listener=\"read_write\",target=\"primary\",…} > 0"
                 .to_owned(),
         );
+    }
+    let retried = cases::all()
+        .iter()
+        .filter(|c| c.expect == Target::Retried)
+        .count() as f64;
+    if sum(&["listener=\"read_write\"", "reason=\"retried\""]) < retried {
+        problems.push(format!(
+            "metrics: fewer than {retried} pgsplit_statements_total{{reason=\"retried\"}}"
+        ));
     }
     let pins: f64 = samples(metrics, "pgsplit_session_pins_total")
         .iter()

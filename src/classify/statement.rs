@@ -183,7 +183,8 @@ fn classify_stmt(node: &N, text: &str, lists: &FunctionLists) -> Outcome {
                 forbidden: inner.replica_forbidden,
             })
         }
-        N::ExecuteStmt(e) => Outcome::harmless_write(Why::Execute).with(Effect::Execute {
+        // What it does is its prepared statement's: the caller knows.
+        N::ExecuteStmt(e) => Outcome::read(Why::Execute).with(Effect::Execute {
             name: e.name.clone(),
             runs: true,
         }),

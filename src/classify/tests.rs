@@ -181,7 +181,6 @@ const WRITES: &[(&str, &str)] = &[
     ("ROLLBACK PREPARED 'x'", "transaction"),
     ("BEGIN", "transaction"),
     ("START TRANSACTION READ WRITE", "transaction"),
-    ("EXECUTE p", "execute"),
     ("SELECT 'a\\'; DELETE FROM t; --'", "backslash_string"),
     ("SELECT 'x\\', ' ; DELETE FROM t; --'", "backslash_string"),
     ("SELECT 'a\\'''; DELETE FROM t; --'", "backslash_string"),

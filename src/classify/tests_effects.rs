@@ -207,7 +207,7 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
         ),
         (
             "EXECUTE p",
-            Write,
+            Read,
             vec![Effect::Execute {
                 name: "p".into(),
                 runs: true,
@@ -215,7 +215,7 @@ fn cases() -> Vec<(&'static str, Access, Vec<Effect>)> {
         ),
         (
             "EXECUTE p (1, 2)",
-            Write,
+            Read,
             vec![Effect::Execute {
                 name: "p".into(),
                 runs: true,

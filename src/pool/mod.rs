@@ -66,7 +66,9 @@ pub struct PoolGauges {
 /// Idle connections are kept per login and per thread.
 type IdleKey = (Option<std::thread::ThreadId>, Arc<str>);
 
-/// What a waiter is handed.
+/// What a waiter is handed. (Moved once per hand-over: boxing the
+/// connection would cost an allocation per transaction.)
+#[allow(clippy::large_enum_variant)]
 enum Grant {
     /// An idle connection of its login.
     Conn(ServerConn),
@@ -88,6 +90,9 @@ struct Backend {
     waiters: VecDeque<Waiter>,
     greetings: HashMap<Arc<str>, Arc<Greeting>>,
     gauges: PoolGauges,
+    /// False while the backend serves nothing (a fenced old primary, a
+    /// replica out of rotation): connections given back close.
+    serving: bool,
 }
 
 struct Inner {
@@ -157,7 +162,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What one checkout attempt came to.
+/// What one checkout attempt came to (see `Grant` on its size).
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Got(ServerConn, PoolGauges),
     Open(Slot, PoolGauges),
@@ -278,6 +284,7 @@ impl Pool {
                     waiters: VecDeque::new(),
                     greetings: HashMap::new(),
                     gauges: gauges(),
+                    serving: true,
                 });
             if b.address != target.address {
                 // The backend moved (a reload): its idle connections go.
@@ -454,7 +461,7 @@ impl Pool {
                     Err(Grant::Conn(_)) => unreachable!("a slot was sent"),
                 }
             }
-            if let Some(c) = conn {
+            if let Some(c) = conn.filter(|_| b.serving) {
                 let key = self.key(&c.login);
                 b.gauges.idle.inc();
                 b.idle.entry(key).or_default().push(c);
@@ -490,7 +497,8 @@ impl Pool {
         {
             let mut backends = lock(&self.inner.backends);
             for (name, b) in backends.iter_mut() {
-                if keep(name) {
+                b.serving = keep(name);
+                if b.serving {
                     continue;
                 }
                 for (_, list) in b.idle.drain() {

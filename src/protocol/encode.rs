@@ -41,6 +41,17 @@ impl Severity {
 
 /// ErrorResponse with severity, SQLSTATE and a message (fields S, V, C, M).
 pub fn error_response(buf: &mut BytesMut, severity: Severity, sqlstate: &str, message: &str) {
+    error_with_hint(buf, severity, sqlstate, message, None);
+}
+
+/// An ErrorResponse with a hint (psql shows it on its own line).
+pub fn error_with_hint(
+    buf: &mut BytesMut,
+    severity: Severity,
+    sqlstate: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
     tagged(buf, b'E', |b| {
         b.put_u8(b'S');
         put_cstr(b, severity.as_bytes());
@@ -50,6 +61,10 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, sqlstate: &str, me
         put_cstr(b, sqlstate.as_bytes());
         b.put_u8(b'M');
         put_cstr(b, message.as_bytes());
+        if let Some(hint) = hint {
+            b.put_u8(b'H');
+            put_cstr(b, hint.as_bytes());
+        }
         b.put_u8(0);
     });
 }

@@ -60,10 +60,16 @@ pub enum Flow {
     /// A plain BEGIN was answered by pgsplit and is not sent yet: this batch
     /// decides where the transaction runs.
     DeferredBegin,
-    /// A transaction is open on the current connection.
-    InTransaction { on: On },
+    /// A transaction is open on the current connection (`failed`: an
+    /// error aborted it; only its end is accepted).
+    InTransaction { on: On, failed: bool },
     /// An extended batch (or a COPY) is open on the current connection.
     BatchOpen { on: On },
+    /// An extended batch is open outside a transaction, having only parsed
+    /// and described statements: closing it loses nothing, so what follows
+    /// may go elsewhere (a driver describes a query before it decides to
+    /// run a COPY or a write).
+    Described { on: On },
     /// Requests are in flight outside a transaction.
     Pipelined { on: On },
 }
@@ -96,6 +102,8 @@ pub enum Answer {
     Deallocate { all: bool },
     /// DEALLOCATE of a name the session does not have (26000).
     NoSuchStatement(String),
+    /// Inside a failed transaction, what the server would refuse (25P02).
+    TransactionAborted,
     /// DISCARD ALL of a session holding nothing on a server.
     DiscardAll,
     /// Read-only port: this must not run on a replica (25006).
@@ -146,6 +154,9 @@ pub enum Decision {
     /// Wait for fresher replica positions (up to `max_wait_ms`), then decide
     /// again with `waited` set.
     WaitPositions,
+    /// Close the open batch on its server (a Sync whose answer pgsplit
+    /// keeps), then decide again at the idle point that follows.
+    Settle,
 }
 
 /// What pgsplit knows of a function.
@@ -247,13 +258,17 @@ fn local_answer(input: &Input) -> Option<Answer> {
     }
     match &verdict.effects[..] {
         [Effect::Deallocate { name: None }] => Some(Answer::Deallocate { all: true }),
-        [Effect::Deallocate { name: Some(name) }] => Some(
-            if input.session.statements.sql.contains_key(name.as_str()) {
+        [Effect::Deallocate { name: Some(name) }] => {
+            // SQL and protocol-level statements share one namespace.
+            let statements = &input.session.statements;
+            let known = statements.sql.contains_key(name.as_str())
+                || statements.named.contains_key(name.as_bytes());
+            Some(if known {
                 Answer::Deallocate { all: false }
             } else {
                 Answer::NoSuchStatement(name.clone())
-            },
-        ),
+            })
+        }
         [Effect::DiscardAll] if !input.session.pins.is_pinned() => Some(Answer::DiscardAll),
         [Effect::Begin {
             read_only: None,
@@ -263,11 +278,32 @@ fn local_answer(input: &Input) -> Option<Answer> {
     }
 }
 
+/// DEALLOCATE, answered wherever the session stands: a server connection
+/// holds shared statements under other names, and the session's may live on
+/// another connection. (Prepared statements are not transactional, so
+/// answering inside a transaction changes nothing; inside a failed one the
+/// server would refuse it.)
+fn deallocate(input: &Input) -> Option<Decision> {
+    let verdict = input.batch.single_query()?;
+    if verdict.statements != 1 || !matches!(&verdict.effects[..], [Effect::Deallocate { .. }]) {
+        return None;
+    }
+    Some(match input.flow {
+        Flow::Pipelined { .. } | Flow::BatchOpen { .. } | Flow::Described { .. } => Decision::Hold,
+        Flow::InTransaction { failed: true, .. } => Decision::Answer(Answer::TransactionAborted),
+        _ => Decision::Answer(local_answer(input)?),
+    })
+}
+
 /// The read-write port's policy.
 pub fn read_write(input: &Input) -> Decision {
+    if let Some(decision) = deallocate(input) {
+        return decision;
+    }
     match input.flow {
-        Flow::InTransaction { .. } => return send(To::Current, Reason::Transaction),
+        Flow::InTransaction { failed, .. } => return in_transaction(input, failed),
         Flow::BatchOpen { .. } => return send(To::Current, Reason::Batch),
+        Flow::Described { on } => return described(input, on),
         _ => {}
     }
     if input.batch.end == End::Copy {
@@ -305,6 +341,56 @@ pub fn read_write(input: &Input) -> Decision {
         }
         (Flow::Pipelined { .. }, Decision::WaitPositions | Decision::Lookup(_)) => Decision::Hold,
         _ => decision,
+    }
+}
+
+/// Inside a transaction everything runs where it began; a routine that
+/// changes settings still pins the session (looked up first when unknown:
+/// the lookup runs inside the transaction, on its connection).
+fn in_transaction(input: &Input, failed: bool) -> Decision {
+    if !failed {
+        if let Some(lookups) = unknown_routines(input) {
+            return Decision::Lookup(lookups);
+        }
+    }
+    Decision::Send(Route {
+        to: To::Current,
+        reason: Reason::Transaction,
+        pin: hidden_set(input),
+        ryw: None,
+    })
+}
+
+/// The next part of a batch opened by statements only: it stays where the
+/// batch began when it may run there (the primary runs anything; a replica
+/// a read); otherwise the batch is closed first.
+fn described(input: &Input, on: On) -> Decision {
+    if input.batch.end == End::Copy {
+        return send(To::Current, Reason::Batch);
+    }
+    if on == On::Primary {
+        // Whatever the router would say, the primary serves it; a routine
+        // that changes settings still pins.
+        return match split(input) {
+            Decision::Send(route) => Decision::Send(Route {
+                to: To::Current,
+                reason: Reason::Batch,
+                ..route
+            }),
+            // Lookups run at idle points.
+            _ => Decision::Settle,
+        };
+    }
+    match split(input) {
+        Decision::Send(route)
+            if matches!(route.to, To::Replica(_)) && route.reason == Reason::Read =>
+        {
+            Decision::Send(Route {
+                to: To::Current,
+                ..route
+            })
+        }
+        _ => Decision::Settle,
     }
 }
 
@@ -399,6 +485,11 @@ fn split(input: &Input) -> Decision {
 fn effects_allow_replica(verdict: &Verdict, session: &SessionState) -> Result<(), Reason> {
     for effect in &verdict.effects {
         match effect {
+            // Settings are replayed wherever the session goes; a pinned
+            // session's go home with its state.
+            Effect::Set { .. } | Effect::Reset { .. } if session.pins.is_pinned() => {
+                return Err(Reason::Pinned(pin_of(session)))
+            }
             Effect::Set { .. }
             | Effect::Reset { .. }
             | Effect::Prepare { .. }
@@ -509,9 +600,12 @@ fn contents(input: &Input) -> Contents {
         }
     }
     if let Some(reason) = write {
-        // A write may call routines that change settings: they are looked
-        // up too (see `hidden_set`), but they do not hold the write up.
-        return Contents::Write(reason);
+        // A write may call routines that change settings (see
+        // `hidden_set`): the ones not known yet are looked up first, once.
+        return match unknown_routines(input) {
+            Some(lookups) => Contents::Lookup(lookups),
+            None => Contents::Write(reason),
+        };
     }
     if !lookups.is_empty() {
         return Contents::Lookup(lookups);
@@ -523,6 +617,22 @@ fn contents(input: &Input) -> Contents {
         Some(reason) => Contents::PrimaryRead(reason),
         None => Contents::Read,
     }
+}
+
+/// Routines the batch calls that the catalog does not know yet (none once
+/// looked up: what stays unknown counts as not changing settings).
+fn unknown_routines(input: &Input) -> Option<Vec<Lookup>> {
+    if input.looked_up {
+        return None;
+    }
+    let mut lookups: Vec<Lookup> = Vec::new();
+    for name in input.batch.verdicts().flat_map(|v| v.functions.iter()) {
+        let l = Lookup::Function(name.clone());
+        if input.catalog.function(name).is_none() && !lookups.contains(&l) {
+            lookups.push(l);
+        }
+    }
+    (!lookups.is_empty()).then_some(lookups)
 }
 
 /// Whether a routine the batch calls changes settings (as far as the
@@ -718,6 +828,9 @@ fn replica_for_read(input: &Input) -> Decision {
 /// The read-only port's policy: replicas only; what must not run on one is
 /// refused.
 pub fn read_only(input: &Input) -> Decision {
+    if let Some(decision) = deallocate(input) {
+        return decision;
+    }
     if let Some(refusal) = refusal(input) {
         return match input.flow {
             Flow::Pipelined { .. } => Decision::Hold,
@@ -731,7 +844,7 @@ pub fn read_only(input: &Input) -> Decision {
         };
     }
     match input.flow {
-        Flow::InTransaction { .. } | Flow::BatchOpen { .. } => {
+        Flow::InTransaction { .. } | Flow::BatchOpen { .. } | Flow::Described { .. } => {
             return send(To::Current, Reason::Listener)
         }
         Flow::Pipelined { .. } => return send(To::Current, Reason::Listener),
@@ -828,15 +941,14 @@ fn refusal(input: &Input) -> Option<Refusal> {
         }
         for effect in &v.effects {
             match effect {
-                Effect::Execute { name, runs: true } => {
+                Effect::Execute { name, runs: true }
                     if session
                         .statements
                         .sql
                         .get(name.as_str())
-                        .is_some_and(|p| p.forbidden)
-                    {
-                        return Some(Refusal::Write);
-                    }
+                        .is_some_and(|p| p.forbidden) =>
+                {
+                    return Some(Refusal::Write);
                 }
                 Effect::Begin {
                     read_only: Some(false),

@@ -206,6 +206,17 @@ impl Batch {
         })
     }
 
+    /// Whether it only parses, describes or closes statements (and
+    /// flushes): nothing that binds or runs a portal.
+    pub fn only_statements(&self) -> bool {
+        self.msgs.iter().all(|m| match m.kind {
+            Kind::Parse { .. } | Kind::DescribeStatement { .. } | Kind::CloseStatement { .. } => {
+                true
+            }
+            _ => m.tag == tag::FLUSH,
+        })
+    }
+
     /// Whether it carries only the Terminate.
     pub fn is_terminate(&self) -> bool {
         self.end == End::Terminate && self.msgs.len() == 1

@@ -49,9 +49,9 @@ pub struct Ends<'a> {
 fn plain(batch: &Batch) -> bool {
     let mut parsed_unnamed = false;
     batch.msgs.iter().all(|m| match &m.kind {
-        Kind::Parse { name, .. } => {
+        Kind::Parse { name, verdict, .. } => {
             parsed_unnamed |= name.is_empty();
-            name.is_empty()
+            name.is_empty() && !wipes_statements(verdict)
         }
         Kind::Bind { statement } | Kind::DescribeStatement { name: statement } => {
             statement.is_empty() && parsed_unnamed
@@ -126,6 +126,8 @@ pub fn forward(
     // Shared statements this batch uses: never evicted for it.
     let mut keep: Vec<u64> = Vec::new();
     let mut parsed_unnamed = false;
+    // The batch runs DEALLOCATE ALL or DISCARD ALL through a statement.
+    let mut wiped = false;
     // A shared statement the connection must hold before `body` goes.
     let ensure = |id_key: &Arc<crate::pool::statements::StatementKey>,
                   keep: &mut Vec<u64>,
@@ -167,6 +169,7 @@ pub fn forward(
                     let bound_here = batch.msgs[i + 1..].iter().any(
                         |m| matches!(&m.kind, Kind::Bind { statement } if statement.is_empty()),
                     );
+                    wiped |= bound_here && wipes_statements(verdict);
                     session.statements.unnamed = (!bound_here).then(|| Unnamed {
                         seq,
                         parse: wire.into(),
@@ -215,6 +218,9 @@ pub fn forward(
                     body.put_slice(wire);
                 } else if let Some(p) = session.statements.named.get(client_name) {
                     let key = Arc::clone(&p.key);
+                    if msg.tag == tag::BIND && wipes_statements(&p.verdict) {
+                        wiped = true;
+                    }
                     ensure(
                         &key,
                         &mut keep,
@@ -275,10 +281,15 @@ pub fn forward(
     }
     out.extend_from_slice(&prefix);
     out.extend_from_slice(&body);
-    let followed = prefix_items
-        .iter()
-        .chain(&items)
-        .any(|i| matches!(i, Item::Own(_) | Item::Standin(_)));
+    // Followed message by message when pgsplit's own messages or stand-ins
+    // are in it, or a shared statement is prepared (if its Parse fails or
+    // is skipped, the connection does not hold it).
+    let followed = prefix_items.iter().chain(&items).any(|i| {
+        matches!(
+            i,
+            Item::Own(_) | Item::Standin(_) | Item::Client(Await::Parse { statement: Some(_) })
+        )
+    });
     if followed {
         for item in prefix_items.into_iter().chain(items) {
             replies.push(item);
@@ -291,7 +302,19 @@ pub fn forward(
     if batch.end == End::Terminate {
         session.statements.unnamed = None;
     }
+    if wiped {
+        conn.clear();
+    }
     done
+}
+
+/// Whether running a statement removes every prepared statement on its
+/// server.
+fn wipes_statements(verdict: &crate::classify::Verdict) -> bool {
+    verdict
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Deallocate { name: None } | Effect::DiscardAll))
 }
 
 /// What a client message other than those above awaits.

@@ -110,6 +110,21 @@ pub(super) enum Net {
     Refused,
 }
 
+/// What the client sent since its last Sync (or Query): an extended batch
+/// left open with Flush holds the server until its Sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unsynced {
+    Nothing,
+    /// Only statements parsed, described or closed, and no error: the
+    /// server holds nothing a Sync would lose (statements outlive it, and
+    /// pgsplit re-prepares them wherever they are needed), so the batch
+    /// may be closed and what follows go elsewhere.
+    Movable,
+    /// Portals bound or run, a COPY, or an error: the rest of the batch
+    /// goes where it began.
+    Fixed,
+}
+
 /// Everything the session needs from its login.
 pub struct Start<'a> {
     pub shared: &'a Arc<Shared>,
@@ -158,8 +173,8 @@ pub struct Relay<'a> {
     tx: TxStatus,
     /// The open transaction may have written on the primary.
     tx_wrote: bool,
-    /// The client sent part of an extended batch (no Sync yet).
-    open: bool,
+    /// What the client sent since its last Sync or Query.
+    open: Unsynced,
     /// A plain BEGIN answered by pgsplit, not sent yet.
     deferred_begin: Option<BytesMut>,
     /// A refused extended batch: the client's messages are dropped up to
@@ -220,7 +235,7 @@ impl<'a> Relay<'a> {
             staged: Staged::default(),
             tx: TxStatus::Idle,
             tx_wrote: false,
-            open: false,
+            open: Unsynced::Nothing,
             deferred_begin: None,
             skip_to_sync: false,
             held: false,
@@ -259,11 +274,15 @@ impl<'a> Relay<'a> {
     /// Nothing in flight, no transaction, no batch open: connections may
     /// change hands.
     fn idle_point(&self) -> bool {
+        self.quiet() && self.tx == TxStatus::Idle && self.deferred_begin.is_none()
+    }
+
+    /// Nothing in flight on the connection and no batch open (a
+    /// transaction may be).
+    fn quiet(&self) -> bool {
         self.requests.is_empty()
             && self.replies.is_empty()
-            && !self.open
-            && self.tx == TxStatus::Idle
-            && self.deferred_begin.is_none()
+            && self.open == Unsynced::Nothing
             && self.streaming.is_none()
             && self.server_in.len() == self.to_client
             && self.to_server.is_empty()
@@ -328,7 +347,7 @@ impl<'a> Relay<'a> {
             match event {
                 Io::ClientRead(Ok(0)) => {
                     return Ok(Outcome::ClientGone {
-                        busy: !self.requests.is_empty() || self.open,
+                        busy: !self.requests.is_empty() || self.open != Unsynced::Nothing,
                     })
                 }
                 Io::ClientRead(Ok(n)) => {
@@ -355,8 +374,17 @@ impl<'a> Relay<'a> {
                     return Err(self.fail(SessionError::ClientIo(e)))
                 }
             }
-            if self.idle_point() && self.on_idle().await? {
-                return Ok(Outcome::Terminated);
+            if self.idle_point() {
+                if self.on_idle().await? {
+                    return Ok(Outcome::Terminated);
+                }
+            } else if self.held && self.quiet() {
+                // Inside a transaction: what waited for the connection to
+                // be quiet goes now.
+                self.held = false;
+                if self.on_client_bytes().await? {
+                    return Ok(Outcome::Terminated);
+                }
             }
         }
     }
@@ -495,6 +523,12 @@ impl<'a> Relay<'a> {
                     self.held = true;
                     Ok(())
                 }
+                Decision::Lookup(_) if !self.requests.is_empty() || !self.replies.is_empty() => {
+                    // pgsplit's own query waits for the connection to be
+                    // quiet (a pipeline inside a transaction).
+                    self.held = true;
+                    Ok(())
+                }
                 Decision::Lookup(lookups) => {
                     looked_up = true;
                     let done = self.lookup(&lookups).await;
@@ -507,6 +541,10 @@ impl<'a> Relay<'a> {
                     self.wait_positions().await;
                     self.batch = batch;
                     continue;
+                }
+                Decision::Settle => {
+                    self.settle();
+                    Ok(())
                 }
                 Decision::Answer(answer) => self.answer(&batch, answer),
                 Decision::Send(route) => self.send(&batch, route).await,
@@ -529,10 +567,15 @@ impl<'a> Relay<'a> {
         let Some(on) = self.active.as_ref().map(|l| l.on) else {
             return Flow::Idle;
         };
-        if self.open || self.copying {
+        if self.open == Unsynced::Movable && !self.copying && self.tx == TxStatus::Idle {
+            Flow::Described { on }
+        } else if self.open != Unsynced::Nothing || self.copying {
             Flow::BatchOpen { on }
         } else if self.tx != TxStatus::Idle {
-            Flow::InTransaction { on }
+            Flow::InTransaction {
+                on,
+                failed: self.tx == TxStatus::Failed,
+            }
         } else if !self.requests.is_empty() || !self.replies.is_empty() {
             Flow::Pipelined { on }
         } else {
@@ -578,8 +621,23 @@ impl<'a> Relay<'a> {
             home: self.home_on(),
         };
         let decision = router::route(&input);
-        tracing::trace!(flow = ?input.flow, end = ?batch.end, ?decision, "routed a batch");
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let tags: String = batch.msgs.iter().map(|m| m.tag as char).collect();
+            tracing::trace!(flow = ?input.flow, %tags, ?decision, "routed a batch");
+        }
         decision
+    }
+
+    /// Closes the open batch with a Sync of pgsplit's own (its
+    /// ReadyForQuery stays here); the batch waiting goes at the idle point
+    /// that follows.
+    fn settle(&mut self) {
+        crate::protocol::encode::sync(&mut self.to_server);
+        self.replies
+            .push(super::replies::Item::Own(super::replies::Await::Ready));
+        self.open = Unsynced::Nothing;
+        self.held = true;
+        self.try_send_to_server();
     }
 
     /// What the connection the session keeps serves, if it keeps one.
@@ -742,7 +800,7 @@ impl<'a> Relay<'a> {
             self.sync_settings().await?;
             route.reason = router::Reason::Statement(crate::classify::Why::Session);
         }
-        let at_boundary = !self.open;
+        let at_boundary = self.open == Unsynced::Nothing;
         if let Some(begin) = self.deferred_begin.take() {
             self.to_server.extend_from_slice(&begin);
             self.replies
@@ -789,7 +847,8 @@ impl<'a> Relay<'a> {
             replay.bytes.extend_from_slice(bytes);
             replay.net = Net::Armed;
         }
-        self.session.send(batch.verdicts(), &mut self.staged);
+        let executed = self.session.executed(batch, &self.client_in[..batch.len]);
+        self.session.send(&executed, &mut self.staged);
         if let Some(pin) = route.pin {
             self.session.pin(pin);
         }
@@ -806,9 +865,14 @@ impl<'a> Relay<'a> {
             });
         }
         self.open = match batch.end {
-            End::Flush | End::Open => true,
+            End::Flush | End::Open => match self.open {
+                Unsynced::Nothing | Unsynced::Movable if batch.only_statements() => {
+                    Unsynced::Movable
+                }
+                _ => Unsynced::Fixed,
+            },
             End::Copy => self.open,
-            _ => false,
+            _ => Unsynced::Nothing,
         };
         let n = u64::from(batch.requests);
         let target = if on_primary { "primary" } else { "replica" };
@@ -871,16 +935,7 @@ impl<'a> Relay<'a> {
     /// session keeps it; a held batch goes now. Returns true when the
     /// client sent Terminate meanwhile.
     async fn on_idle(&mut self) -> Result<bool, Failure> {
-        if let Some(active) = self.active.take() {
-            if self.keeps(&active) && self.home.is_none() {
-                self.active = Some(active);
-            } else {
-                self.release(active, Leaving::Clean);
-                if let Some(home) = self.home.take() {
-                    self.activate(home);
-                }
-            }
-        }
+        self.give_back();
         // An idle session holds no buffer memory.
         if self.client_in.is_empty() && self.client_in.capacity() > 0 {
             self.client_in = BytesMut::new();
@@ -896,6 +951,21 @@ impl<'a> Relay<'a> {
             return self.on_client_bytes().await;
         }
         Ok(false)
+    }
+
+    /// At an idle point: the connection goes back to the pool unless the
+    /// session keeps it (the home connection becomes active again).
+    fn give_back(&mut self) {
+        if let Some(active) = self.active.take() {
+            if self.keeps(&active) && self.home.is_none() {
+                self.active = Some(active);
+            } else {
+                self.release(active, Leaving::Clean);
+                if let Some(home) = self.home.take() {
+                    self.activate(home);
+                }
+            }
+        }
     }
 
     /// Waits for fresher replica positions, up to `max_wait_ms`.
@@ -982,7 +1052,7 @@ impl<'a> Relay<'a> {
             || matches!(result, Ok(Outcome::ClientGone { busy: true }))
             || result.is_err();
         let pinned = self.session.pins.is_pinned();
-        let dirty = pinned || self.tx != TxStatus::Idle || self.open;
+        let dirty = pinned || self.tx != TxStatus::Idle || self.open != Unsynced::Nothing;
         if let Some(active) = self.active.take() {
             let leaving = if busy {
                 Leaving::Busy

@@ -289,7 +289,9 @@ pub struct Sent {
 }
 
 impl SessionState {
-    /// Records what a request does when it is sent: pins and names at once
+    /// Records what a request does when it is sent (`verdicts`: the SQL it
+    /// runs: its Queries' and the statements it binds; a Parse alone runs
+    /// nothing): pins and names at once
     /// (erring towards pinned), pgsplit settings, SQL PREPARE/DEALLOCATE
     /// (a prepared statement outlives any transaction), and stages the rest
     /// for [`SessionState::on_ready`].
@@ -341,6 +343,7 @@ impl SessionState {
                     }
                     Effect::Deallocate { name: Some(name) } => {
                         self.statements.sql.remove(name.as_str());
+                        self.statements.named.remove(name.as_bytes());
                     }
                     Effect::Deallocate { name: None } => {
                         self.statements.sql.clear();
@@ -487,6 +490,38 @@ impl SessionState {
             Effect::AdvisoryUnlockAll => self.pins.unpin(PinCause::AdvisoryLock),
             _ => {}
         }
+    }
+
+    /// The SQL a batch runs: its Queries, and the statements its Binds
+    /// execute (parsed in the batch, or earlier). A Parse alone runs
+    /// nothing.
+    pub fn executed(
+        &self,
+        batch: &crate::session::batch::Batch,
+        bytes: &[u8],
+    ) -> Vec<Arc<Verdict>> {
+        use crate::session::batch::Kind;
+        let mut out = Vec::new();
+        let mut unnamed: Option<&Arc<Verdict>> = None;
+        for msg in &batch.msgs {
+            match &msg.kind {
+                Kind::Query(v) => out.push(Arc::clone(v)),
+                Kind::Parse { name, verdict, .. } if name.is_empty() => unnamed = Some(verdict),
+                Kind::Bind { statement } => {
+                    let name = msg.slice(bytes, statement);
+                    let verdict = if name.is_empty() {
+                        unnamed.or(self.statements.unnamed.as_ref().map(|u| &u.verdict))
+                    } else {
+                        self.statements.named.get(name).map(|p| &p.verdict)
+                    };
+                    if let Some(v) = verdict {
+                        out.push(Arc::clone(v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Pins the session (a routine changed settings behind its back).

@@ -10,6 +10,9 @@
 pub enum Target {
     Primary,
     Replica,
+    /// Tried on a replica, refused there as a standby, and run on the
+    /// primary (the safety net).
+    Retried,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +92,10 @@ fn p(category: &'static str, sql: &'static str) -> Case {
     case(category, Target::Primary, sql)
 }
 
+fn retried(category: &'static str, sql: &'static str) -> Case {
+    case(category, Target::Retried, sql)
+}
+
 /// Schema and data the table needs, created as `app` on the primary before
 /// the run (and replicated before any case runs).
 pub const FIXTURE: &str = r#"
@@ -111,6 +118,14 @@ CREATE FUNCTION my_immutable_fn(a int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SE
 CREATE FUNCTION my_stable_plpgsql() RETURNS int LANGUAGE plpgsql STABLE
     AS $$BEGIN RETURN (SELECT max(id) FROM t); END$$;
 CREATE PROCEDURE my_proc(a int) LANGUAGE sql AS 'INSERT INTO w (v) VALUES (a::text)';
+CREATE UNLOGGED TABLE ul (x int);
+INSERT INTO ul VALUES (1);
+CREATE VIEW ulv AS SELECT x FROM ul;
+CREATE FUNCTION wal_pos() RETURNS pg_lsn LANGUAGE sql STABLE AS 'SELECT pg_current_wal_lsn()';
+CREATE FUNCTION set_flag() RETURNS text LANGUAGE sql VOLATILE
+    AS $$SELECT set_config('myapp.flag', 'from a function', false)$$;
+CREATE PROCEDURE set_flag_proc() LANGUAGE plpgsql
+    AS $$BEGIN PERFORM set_config('myapp.flag', 'from a procedure', false); END$$;
 "#;
 
 /// Every case, in run order. Each runs on a fresh connection, in
@@ -133,6 +148,9 @@ pub fn all() -> Vec<Case> {
     const PIN: &str = "session pin";
     const ROUTE: &str = "pgsplit.route";
     const BAD: &str = "error";
+    const STANDBY: &str = "standby-only error";
+    const PREP: &str = "sql prepared statement";
+    const HIDDEN: &str = "setting set in a call";
     vec![
         // ---- plain reads -> replica
         r(READ, "SELECT 1"),
@@ -326,6 +344,36 @@ pub fn all() -> Vec<Case> {
         p(PIN, "FETCH 1 FROM held2").pre(&["DECLARE held2 CURSOR WITH HOLD FOR SELECT * FROM t"]),
         p(PIN, "SELECT 1").pre(&["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"]),
         r(PIN, "SELECT 1").pre(&["CREATE TEMP TABLE tmp_gone (x int)", "DISCARD TEMP"]),
+        // ---- what a standby refuses because it is one: known ones go to
+        // the primary; the rest are retried there (the safety net)
+        p(STANDBY, "SELECT count(*) FROM ul"),
+        p(STANDBY, "SELECT x FROM public.ul WHERE x = 1"),
+        p(STANDBY, "SELECT pg_current_wal_insert_lsn()"),
+        p(STANDBY, "SELECT pg_walfile_name(pg_current_wal_lsn())"),
+        retried(STANDBY, "SELECT count(*) FROM ulv"),
+        retried(STANDBY, "SELECT wal_pos() IS NOT NULL"),
+        // ---- serializable sessions cannot read on a standby
+        p(SESS, "SELECT 1").pre(&["SET default_transaction_isolation = 'serializable'"]),
+        p(SESS, "SELECT * FROM t WHERE id = 11").pre(&["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"]),
+        r(SESS, "SELECT 1").pre(&["SET default_transaction_isolation = 'repeatable read'"]),
+        r(SESS, "SELECT 1").pre(&["SET default_transaction_isolation = 'serializable'", "RESET default_transaction_isolation"]),
+        // ---- a SET rolled back leaves nothing to pin; a committed one is
+        // replayed
+        r(SESS, "SELECT 1").pre(&["BEGIN", "SET work_mem = '8MB'", "ROLLBACK"]),
+        r(SESS, "SELECT 1").pre(&["BEGIN", "SET work_mem = '8MB'", "COMMIT"]),
+        // ---- SQL prepared statements, wherever EXECUTE appears
+        r(PREP, "EXECUTE rd1").pre(&["PREPARE rd1 AS SELECT count(*) FROM t"]),
+        r(PREP, "EXECUTE rd2(3)").pre(&["PREPARE rd2(int) AS SELECT * FROM t WHERE id = $1"]),
+        p(PREP, "EXECUTE wr1").pre(&["PREPARE wr1 AS INSERT INTO w (v) VALUES ('prepared')"]),
+        r(PREP, "EXPLAIN EXECUTE rd3").pre(&["PREPARE rd3 AS SELECT * FROM t WHERE id = 1"]),
+        r(PREP, "EXPLAIN ANALYZE EXECUTE rd4").pre(&["PREPARE rd4 AS SELECT * FROM t WHERE id = 2"]),
+        p(PREP, "EXPLAIN ANALYZE EXECUTE wr2").pre(&["PREPARE wr2 AS DELETE FROM w WHERE v = 'none'"]),
+        p(PREP, "CREATE TABLE t_exec AS EXECUTE rd5").pre(&["PREPARE rd5 AS SELECT * FROM t WHERE id < 3"]),
+        r(PREP, "SELECT 1").pre(&["PREPARE rd6 AS SELECT 2", "DEALLOCATE rd6", "PREPARE rd6 AS SELECT 3", "DEALLOCATE ALL"]),
+        // ---- routines that change settings: what follows stays with them
+        p(HIDDEN, "SELECT current_setting('myapp.flag')").pre(&["SELECT set_flag()"]),
+        p(HIDDEN, "SELECT current_setting('myapp.flag')").pre(&["CALL set_flag_proc()"]),
+        p(HIDDEN, "SELECT 1").pre(&["DO $$BEGIN PERFORM set_config('myapp.flag', 'from DO', false); END$$"]),
         // ---- SET pgsplit.route
         p(ROUTE, "SELECT 1").pre(&["SET pgsplit.route = 'primary'"]),
         p(ROUTE, "SELECT * FROM t WHERE id = 10").pre(&["SET pgsplit.route = 'primary'"]),

@@ -59,23 +59,30 @@ impl Relay<'_> {
                 sqlstate::INVALID_SQL_STATEMENT_NAME,
                 &format!("prepared statement \"{name}\" does not exist"),
             ),
+            Answer::TransactionAborted => encode::error_response(
+                &mut out,
+                Severity::Error,
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ),
             Answer::DiscardAll => {
                 self.session.discard_all();
                 encode::command_complete(&mut out, "DISCARD ALL");
             }
             Answer::Refuse(refusal) => {
-                let what = match refusal {
-                    Refusal::Write => "this statement writes or has an effect that outlasts it (data changes, DDL, sequences, locks, large objects, replication slots, signals, promotion, replay control, CHECKPOINT, ALTER SYSTEM)",
-                    Refusal::ReadWrite => "this would make the transaction read-write",
-                    Refusal::FunctionCall => "this function call is not known to be read-only",
+                let message = match refusal {
+                    Refusal::Write => "cannot execute this statement in a read-only transaction: it writes, or its effect outlasts it",
+                    Refusal::ReadWrite => "cannot make a transaction read-write on a read-only connection",
+                    Refusal::FunctionCall => "cannot execute this function call in a read-only transaction: it is not known to be read-only",
                 };
                 tracing::info!(listener = self.listener.as_str(), "refused a statement that must not run on a replica");
                 self.metrics().client_error(sqlstate::READ_ONLY_TRANSACTION);
-                encode::error_response(
+                encode::error_with_hint(
                     &mut out,
                     Severity::Error,
                     sqlstate::READ_ONLY_TRANSACTION,
-                    &format!("cannot execute this in a read-only transaction: {what}; pgsplit's read-only port serves replicas only, use the read-write port"),
+                    message,
+                    Some("pgsplit's read-only port serves replicas; send writes to its read-write port."),
                 );
                 if !matches!(batch.end, End::Query | End::Sync | End::FunctionCall) {
                     // An extended batch: skip the client's messages up to

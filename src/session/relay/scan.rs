@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
-use super::{Failure, Net, Relay};
+use super::{Failure, Net, Relay, Unsynced};
 use crate::protocol::{encode, message, tag};
 use crate::session::error::SessionError;
 use crate::session::replies::{Action, Event};
@@ -95,6 +95,10 @@ impl Relay<'_> {
                     if let Some(r) = self.requests.front_mut() {
                         r.error = true;
                     }
+                    if self.open == Unsynced::Movable {
+                        // The server now skips up to the client's Sync.
+                        self.open = Unsynced::Fixed;
+                    }
                 }
                 Event::OwnError => {
                     if let Some(r) = self.requests.front_mut() {
@@ -111,8 +115,8 @@ impl Relay<'_> {
                 }
                 Event::CopyIn => {
                     self.copying = true;
-                    self.absorb_sync =
-                        !self.open && self.requests.front().is_some_and(|r| r.extended);
+                    self.absorb_sync = self.open == Unsynced::Nothing
+                        && self.requests.front().is_some_and(|r| r.extended);
                     self.copy_done = false;
                 }
                 Event::Nothing => {}
@@ -127,6 +131,11 @@ impl Relay<'_> {
             }
         }
         self.emit_standins()?;
+        if !detach && self.idle_point() {
+            // Back to the pool before the client hears the ReadyForQuery:
+            // its next request (or another session's) finds it there.
+            self.give_back();
+        }
         self.try_send_to_client()?;
         if detach {
             if let Some(active) = self.active.take() {
@@ -181,13 +190,21 @@ impl Relay<'_> {
         } else {
             metrics.duration_primary.observe(duration);
         }
-        if self
+        let settings_before = self.session.settings.fingerprint();
+        let pinned = self
             .session
             .on_ready(request.staged, before, after, request.error)
-            .is_some()
-        {
-            self.sync_pin_gauges();
-        } else if !self.counted_pins.is_empty() || self.session.pins.is_pinned() {
+            .is_some();
+        let settings = self.session.settings.fingerprint();
+        if settings != settings_before {
+            // The connection ran the SET (or RESET) itself: it holds the
+            // session's settings now.
+            if let Some(active) = self.active.as_mut() {
+                active.conn.settings = settings;
+                active.conn.role_changed |= self.session.settings.sets_role();
+            }
+        }
+        if pinned || !self.counted_pins.is_empty() || self.session.pins.is_pinned() {
             self.sync_pin_gauges();
         }
         self.tx_wrote |= request.wrote;
@@ -253,7 +270,7 @@ impl Relay<'_> {
         self.cancel.slot().set(None);
         let idle = self.requests.is_empty()
             && self.replies.is_empty()
-            && !self.open
+            && self.open == Unsynced::Nothing
             && self.tx == TxStatus::Idle
             && self.streaming.is_none();
         if idle && !(self.session.pins.is_pinned() && self.keeps(&active)) {
