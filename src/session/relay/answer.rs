@@ -5,7 +5,7 @@
 
 use bytes::{Buf, BytesMut};
 
-use super::{Failure, Relay};
+use super::{Failure, Intake, Relay};
 use crate::error::sqlstate;
 use crate::protocol::encode::{self, Severity};
 use crate::protocol::frame::split_frame;
@@ -87,7 +87,7 @@ impl Relay<'_> {
                 if !matches!(batch.end, End::Query | End::Sync | End::FunctionCall) {
                     // An extended batch: skip the client's messages up to
                     // its Sync, as a server would after an error.
-                    self.skip_to_sync = true;
+                    self.intake = Intake::Skipping;
                     ready = None;
                 }
             }
@@ -122,7 +122,7 @@ impl Relay<'_> {
             self.client_in.advance(len);
             progressed = true;
             if sync {
-                self.skip_to_sync = false;
+                self.intake = Intake::Open;
                 let mut out = BytesMut::new();
                 encode::ready_for_query(&mut out, self.tx.byte());
                 self.answer_client(&out)?;

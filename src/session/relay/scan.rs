@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
-use super::{Failure, Net, Relay, Unsynced};
+use super::{CopyIn, Failure, Intake, Net, Relay, Unsynced};
 use crate::protocol::{encode, message, tag};
 use crate::session::error::SessionError;
 use crate::session::replies::{Action, Event};
@@ -114,10 +114,13 @@ impl Relay<'_> {
                     }
                 }
                 Event::CopyIn => {
-                    self.copying = true;
-                    self.absorb_sync = self.open == Unsynced::Nothing
+                    let extended = self.open == Unsynced::Nothing
                         && self.requests.front().is_some_and(|r| r.extended);
-                    self.copy_done = false;
+                    self.copy = if extended {
+                        CopyIn::Extended { done: false }
+                    } else {
+                        CopyIn::Plain
+                    };
                 }
                 Event::Nothing => {}
             }
@@ -145,10 +148,10 @@ impl Relay<'_> {
                 self.activate(home);
             }
         }
-        if released && self.held {
+        if released && self.intake == Intake::Held {
             // What waited behind the safety net goes now.
-            self.held = false;
-            return self.on_client_bytes().await;
+            self.intake = Intake::Open;
+            return self.on_client_bytes(false).await;
         }
         Ok(false)
     }
@@ -177,9 +180,7 @@ impl Relay<'_> {
         let after = TxStatus::from_byte(status);
         let before = self.tx;
         self.tx = after;
-        self.copying = false;
-        self.absorb_sync = false;
-        self.copy_done = false;
+        self.copy = CopyIn::Off;
         let Some(request) = self.requests.pop_front() else {
             return;
         };
@@ -257,9 +258,8 @@ impl Relay<'_> {
         again.extend_from_slice(&replay.bytes);
         again.extend_from_slice(&self.client_in);
         self.client_in = again;
-        self.retry_next = true;
-        self.held = false;
-        self.on_client_bytes().await
+        self.intake = Intake::Open;
+        self.on_client_bytes(true).await
     }
 
     /// The server closed its side (or a write to it failed).
@@ -292,7 +292,7 @@ impl Relay<'_> {
         let can_tell = self.streaming.is_none() && !self.server_fatal;
         let mut out = self.server_in.split_to(self.to_client);
         self.to_client = 0;
-        let _ = super::flush_client(self.client, &mut out).await;
+        let _ = super::io::flush_client(self.client, &mut out).await;
         Err(Failure { error, can_tell })
     }
 
