@@ -659,3 +659,56 @@ async fn a_replica_applying_late_leaves_for_time_lag_counted_from_the_write() {
         .await;
     println!("back in rotation {:?} after the write", wrote.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_left_on_the_failed_primarys_timeline_serves_no_reads() {
+    let env = Env::start(fast(Setup::default().replicas(2))).await;
+    let writer = env.connect(env.rw).await;
+    writer
+        .batch_execute("CREATE TABLE tl(id int); INSERT INTO tl VALUES (1)")
+        .await
+        .unwrap();
+    for i in [1, 2] {
+        env.cluster
+            .wait_caught_up(0, i, Duration::from_secs(10))
+            .unwrap();
+    }
+    // pg1 fails, pg2 is promoted; pg3 still follows the dead pg1.
+    env.cluster.stop_node(0, true).unwrap();
+    env.cluster.promote(1).unwrap();
+    env.wait_for(Duration::from_secs(10), |s| s.primary == Some(1))
+        .await;
+    let s = env.proxy().shared.topology.snapshot();
+    assert!(!s.backends[2].in_rotation, "{:?}", s.backends[2]);
+    assert!(
+        s.backends[2]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("primary changed")),
+        "{:?}",
+        s.backends[2].reason
+    );
+    // A write on the new primary; no read may come from pg3, which lacks it.
+    let writer = env.connect(env.rw).await;
+    writer
+        .batch_execute("INSERT INTO tl VALUES (2)")
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let reader = env.connect(env.ro).await;
+        assert_ne!(port_of(&reader).await, env.cluster.node(2).port);
+        let n = one(&reader, "SELECT count(*) FROM tl").await.unwrap();
+        assert_eq!(n, "2");
+    }
+    // Pointed at the new primary, pg3 replays its WAL and serves again.
+    env.cluster.repoint_replica(2, 1).unwrap();
+    env.wait_for(Duration::from_secs(15), |s| s.backends[2].in_rotation)
+        .await;
+    let mut saw_pg3 = false;
+    for _ in 0..6 {
+        let reader = env.connect(env.ro).await;
+        saw_pg3 |= port_of(&reader).await == env.cluster.node(2).port;
+        assert_eq!(one(&reader, "SELECT count(*) FROM tl").await.unwrap(), "2");
+    }
+    assert!(saw_pg3, "pg3 serves reads again");
+}

@@ -41,6 +41,24 @@ pub enum Observation {
     Down { error: String },
 }
 
+/// Whether a replica replays the elected primary's WAL. A replica still on
+/// the timeline of a primary that failed may sit at an LSN the new primary
+/// also reached (or passed: what the old one wrote and never sent), so its
+/// positions prove nothing about the new primary's commits until it is seen
+/// replaying the new primary's WAL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Following {
+    /// No primary known while this replica was probed.
+    #[default]
+    Unknown,
+    /// The primary changed when this replica had replayed up to `at`: it
+    /// serves again once it replays past `at` (a replica left on a failed
+    /// primary's timeline replays nothing more).
+    Pending { primary: usize, at: Lsn },
+    /// It replays this primary's WAL.
+    Yes { primary: usize },
+}
+
 /// A backend's tracked health between probes.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
@@ -59,6 +77,7 @@ pub struct Tracker {
     pub lag_ms: Option<u64>,
     /// False until the first probe answered.
     probed: bool,
+    pub following: Following,
 }
 
 impl Tracker {
@@ -122,6 +141,49 @@ impl Tracker {
         })
     }
 
+    /// A failover elected `primary`: a replica serves no read until it is
+    /// seen replaying the new primary's WAL (see [`Following`]).
+    pub fn primary_changed(&mut self, primary: usize) {
+        let Some(r) = self.reading.as_ref().filter(|r| r.in_recovery) else {
+            return;
+        };
+        self.following = Following::Pending {
+            primary,
+            at: r.replay_lsn.unwrap_or_default(),
+        };
+        self.in_rotation = false;
+        self.good_streak = 0;
+        self.reason = Some(Self::NOT_FOLLOWING.to_owned());
+    }
+
+    const NOT_FOLLOWING: &'static str =
+        "the primary changed: not yet seen replaying the new primary's WAL";
+
+    /// Updates [`Following`] from a replica's replay position; true when it
+    /// replays the elected primary's WAL (or no primary is known).
+    fn follows(&mut self, replay: Lsn, primary: &WalHistory) -> bool {
+        let Some(source) = primary.source() else {
+            return true;
+        };
+        self.following = match self.following {
+            Following::Pending { primary, at } if primary == source && replay > at => {
+                Following::Yes { primary }
+            }
+            Following::Pending { primary, at } if primary == source => {
+                Following::Pending { primary, at }
+            }
+            // First seen with a primary (pgsplit started): taken as following.
+            Following::Unknown => Following::Yes { primary: source },
+            Following::Yes { primary } if primary == source => Following::Yes { primary },
+            // The primary changed unannounced (a reload): as a failover.
+            Following::Yes { .. } | Following::Pending { .. } => Following::Pending {
+                primary: source,
+                at: replay,
+            },
+        };
+        matches!(self.following, Following::Yes { .. })
+    }
+
     /// `read_at`: when the probe that read `r` was sent.
     fn replica_reading(
         &mut self,
@@ -143,6 +205,12 @@ impl Tracker {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.lag_bytes = Some(behind);
         self.lag_ms = lag_ms;
+        if !self.follows(replay, primary) {
+            self.in_rotation = false;
+            self.good_streak = 0;
+            self.reason = Some(Self::NOT_FOLLOWING.to_owned());
+            return;
+        }
         let paused_behind = r.replay_paused && has_wal_left;
         let over = |frac: f64| {
             if paused_behind {

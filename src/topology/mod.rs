@@ -23,7 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use self::health::Tracker;
+use self::health::{Following, Tracker};
 pub use self::health::{Observation, ProbeTime, Reading};
 use self::lag::WalHistory;
 pub use self::lsn::Lsn;
@@ -300,6 +300,19 @@ impl Topology {
             .iter()
             .map(|m| m.is_some_and(|i| state.probed[i]))
             .collect();
+        for t in &mut state.trackers {
+            t.following = match t.following {
+                Following::Yes { primary } => match remap(primary) {
+                    Some(primary) => Following::Yes { primary },
+                    None => Following::Unknown,
+                },
+                Following::Pending { primary, at } => match remap(primary) {
+                    Some(primary) => Following::Pending { primary, at },
+                    None => Following::Unknown,
+                },
+                Following::Unknown => Following::Unknown,
+            };
+        }
         state.last_primary = state.last_primary.and_then(remap);
         state.last_elected = state.last_elected.and_then(remap);
         let wal_source = state.wal.source().and_then(remap);
@@ -364,7 +377,7 @@ impl Topology {
         }
         state.probed[index] = true;
         state.generation += 1;
-        let snapshot = state.build();
+        let mut snapshot = state.build();
         state.follow_primary(snapshot.primary);
         if let Some((lsn, timeline, answered)) =
             primary_position.filter(|_| snapshot.primary == Some(index))
@@ -384,16 +397,26 @@ impl Topology {
                 None => tracing::warn!("no primary"),
             }
             // A failover: a new primary after a different one (the first
-            // discovery, and gaps with none, are not changes).
+            // discovery, and gaps with none, are not changes). Replicas
+            // serve again once seen following it.
             if let Some(p) = snapshot.primary {
                 if state.last_elected.is_some_and(|last| last != p) {
                     self.primary_changes.inc();
+                    for (i, t) in state.trackers.iter_mut().enumerate() {
+                        if i != p {
+                            t.primary_changed(p);
+                        }
+                    }
+                    snapshot = Snapshot {
+                        generation: snapshot.generation,
+                        ..state.build()
+                    };
                 }
                 state.last_elected = Some(p);
             }
         }
         let routing_changed = primary_changed || snapshot.read_schedule != state.last_schedule;
-        let mut snapshot = snapshot;
+
         if routing_changed {
             state.routing_epoch += 1;
             state.last_primary = snapshot.primary;

@@ -137,9 +137,23 @@ fn snapshots_follow_observations_and_fence_the_old_primary() {
     assert_eq!(s.primary, Some(1));
     assert_eq!(s.primaries_seen, 2);
     assert!(s.backends[0].reason.as_deref().unwrap().contains("fenced"));
-    assert_eq!(s.read_schedule, vec![2]);
     assert!(routing.has_changed().unwrap());
     assert_eq!(topo.primary_changes.get(), 1);
+    // pg3 serves no read until it is seen replaying pg2's WAL.
+    assert_eq!(s.read_schedule, Vec::<usize>::new());
+    assert!(s.backends[2]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("primary changed"));
+    topo.observe(0, 2, up(true, 0));
+    assert_eq!(topo.snapshot().read_schedule, Vec::<usize>::new());
+    let mut probes = 0;
+    while topo.snapshot().read_schedule != vec![2] {
+        probes += 1;
+        assert!(probes <= 5, "pg3 back in rotation after it replays");
+        topo.observe(0, 2, probe(true, 0, 100 + probes, Instant::now()));
+    }
 
     // The same probe again changes nothing routing-wise.
     routing.mark_unchanged();

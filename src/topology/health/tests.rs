@@ -185,3 +185,78 @@ fn fall_failures_in_a_row_make_it_down() {
     t.observe(c.replica(1, 2500, false), &h, &cfg);
     assert!(t.in_rotation);
 }
+
+#[test]
+fn after_a_failover_a_replica_serves_once_seen_replaying_the_new_primarys_wal() {
+    let c = Clock(Instant::now());
+    let mut t = Tracker::default();
+    let old = c.primary(&[(5000, 0)]);
+    t.observe(c.replica(5000, 100, false), &old, &cfg());
+    assert!(t.in_rotation);
+    assert_eq!(t.following, Following::Yes { primary: 0 });
+
+    // Backend 1 is elected: the replica waits, whatever its lag says.
+    t.primary_changed(1);
+    assert!(!t.in_rotation);
+    let mut new = WalHistory::default();
+    new.record(1, Some(2), Lsn(4990), c.at(200), Duration::from_secs(60));
+    t.observe(c.replica(5000, 300, false), &new, &cfg());
+    assert!(!t.in_rotation, "still where it was: {:?}", t.reason);
+    assert!(t.reason.as_deref().unwrap().contains("primary changed"));
+
+    // It replays past where it stood: it follows, then earns its way back.
+    new.record(1, Some(2), Lsn(5100), c.at(400), Duration::from_secs(60));
+    t.observe(c.replica(5100, 500, false), &new, &cfg());
+    assert_eq!(t.following, Following::Yes { primary: 1 });
+    t.observe(c.replica(5100, 1000, false), &new, &cfg());
+    assert!(t.in_rotation);
+}
+
+#[test]
+fn a_replica_left_on_a_failed_primarys_timeline_never_serves() {
+    let c = Clock(Instant::now());
+    let mut t = Tracker::default();
+    t.observe(
+        c.replica(5200, 100, false),
+        &c.primary(&[(5200, 0)]),
+        &cfg(),
+    );
+    t.primary_changed(1);
+    // The new primary took over at 5000 and wrote up to 5150: the old
+    // replica, stuck at 5200, looks ahead of it and must not count as
+    // caught up.
+    let mut new = WalHistory::default();
+    for (i, lsn) in [5000u64, 5100, 5150].into_iter().enumerate() {
+        new.record(
+            1,
+            Some(2),
+            Lsn(lsn),
+            c.at(200 + 500 * i as u64),
+            Duration::from_secs(60),
+        );
+        t.observe(c.replica(5200, 300 + 500 * i as u64, false), &new, &cfg());
+        assert!(!t.in_rotation, "probe {i}");
+    }
+    assert_eq!(
+        t.following,
+        Following::Pending {
+            primary: 1,
+            at: Lsn(5200)
+        }
+    );
+}
+
+#[test]
+fn a_replica_first_seen_with_a_primary_is_taken_as_following_it() {
+    let c = Clock(Instant::now());
+    let mut t = Tracker::default();
+    t.observe(c.replica(5000, 100, false), &WalHistory::default(), &cfg());
+    assert_eq!(t.following, Following::Unknown);
+    t.observe(
+        c.replica(5000, 600, false),
+        &c.primary(&[(5000, 500)]),
+        &cfg(),
+    );
+    assert_eq!(t.following, Following::Yes { primary: 0 });
+    assert!(t.in_rotation);
+}
