@@ -85,3 +85,37 @@ fn help_lists_the_demo_subcommands_only_with_the_demo_feature() {
         assert_eq!(listed, cfg!(feature = "demo"), "{subcommand}: {help}");
     }
 }
+
+/// Every key of the effective configuration is named (set or commented out)
+/// in the reference file, in its section.
+#[test]
+fn the_reference_config_names_every_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgsplit.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["--config", path, "--check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let reference = std::fs::read_to_string(path).unwrap();
+    let section_of = |text: &str| -> Vec<(String, String)> {
+        let mut section = String::new();
+        let mut keys = vec![];
+        for line in text.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if line.starts_with('[') {
+                section = line.trim_matches(|c| c == '[' || c == ']').to_owned();
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if !key.contains(' ') {
+                    keys.push((section.clone(), key.to_owned()));
+                }
+            }
+        }
+        keys
+    };
+    let named = section_of(&reference);
+    let missing: Vec<_> = section_of(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|k| !named.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "not in config/pgsplit.toml: {missing:?}");
+}
