@@ -92,6 +92,7 @@ impl Proxy {
             &config,
             shared.topology.probe_generation(),
             &probe_stop,
+            |backend| shared.metrics.internal_queries_counter(backend, "probe"),
         );
         tokio::spawn(crate::consistency::run_poller(
             shared.clone(),

@@ -453,12 +453,18 @@ impl Metrics {
 
     /// Counts a query pgsplit sent on its own behalf.
     pub fn internal_query(&self, backend: &str, kind: &'static str) {
+        self.internal_queries_counter(backend, kind).inc();
+    }
+
+    /// The counter of pgsplit's own queries of one kind on one backend, for
+    /// a task that counts many (a probe).
+    pub fn internal_queries_counter(&self, backend: &str, kind: &'static str) -> Counter {
         self.internal_queries
             .get_or_create(&InternalLabels {
                 backend: backend.to_owned(),
                 kind,
             })
-            .inc();
+            .clone()
     }
 
     /// Counts what forwarding did with shared prepared statements.

@@ -117,5 +117,8 @@ fn the_reference_config_names_every_key() {
         .into_iter()
         .filter(|k| !named.contains(k))
         .collect();
-    assert!(missing.is_empty(), "not in config/pgsplit.toml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in config/pgsplit.toml: {missing:?}"
+    );
 }

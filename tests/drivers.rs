@@ -175,6 +175,48 @@ async fn run_driver_script(script: Script) {
     }
 
     let env = Env::start(Setup::default().extra_conf(DRIVER_CLUSTER_CONF.iter().copied())).await;
+    // Every check in transaction mode (the default), through both ports.
+    run_checks(&what, &command, script, &extra_env, env.rw, env.ro, None).await;
+    // LISTEN again with a connection per client, as in PgBouncer's session
+    // mode.
+    let mut config = config_for(&env.cluster);
+    config.pool.mode = pgsplit::config::PoolMode::Session;
+    let session = pgsplit::app::Proxy::start(config)
+        .await
+        .expect("a session-mode pgsplit");
+    let topology = &session.shared.topology;
+    let mut changes = topology.subscribe();
+    while !topology.snapshot().complete {
+        tokio::time::timeout(Duration::from_secs(15), changes.changed())
+            .await
+            .expect("the session-mode pgsplit sees the cluster")
+            .unwrap();
+    }
+    run_checks(
+        &what,
+        &command,
+        script,
+        &extra_env,
+        session.read_write_addr.port(),
+        session.read_only_addr.port(),
+        Some("LISTEN"),
+    )
+    .await;
+    drop(session);
+    drop(env);
+}
+
+/// Runs a driver's script (or, with `only`, its checks whose names contain
+/// it) against pgsplit's ports and asserts it succeeded.
+async fn run_checks(
+    what: &str,
+    command: &[String],
+    script: &'static str,
+    extra_env: &[(&'static str, String)],
+    rw: u16,
+    ro: u16,
+    only: Option<&str>,
+) {
     let (program, args) = command.split_first().expect("a command");
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -188,9 +230,17 @@ async fn run_driver_script(script: Script) {
             cmd.env_remove(&name);
         }
     }
-    cmd.envs(extra_env)
-        .env("PGSPLIT_RW_PORT", env.rw.to_string())
-        .env("PGSPLIT_RO_PORT", env.ro.to_string());
+    cmd.envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("PGSPLIT_RW_PORT", rw.to_string())
+        .env("PGSPLIT_RO_PORT", ro.to_string());
+    if let Some(only) = only {
+        cmd.env("DRIVER_CHECKS_ONLY", only);
+    }
+    let mode = if only.is_some() {
+        "session mode"
+    } else {
+        "transaction mode"
+    };
     let started = Instant::now();
     let (status, stdout, stderr) =
         tokio::task::spawn_blocking(move || run_with_timeout(cmd, SCRIPT_TIMEOUT))
@@ -198,17 +248,16 @@ async fn run_driver_script(script: Script) {
             .expect("script runner")
             .unwrap_or_else(|e| panic!("cannot run {program} {script}: {e}"));
     let elapsed = started.elapsed();
-    drop(env);
     let Some(status) = status else {
         panic!(
             "{script} did not finish within {SCRIPT_TIMEOUT:?} and was killed.\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}"
         );
     };
     let report = format!(
-        "{script} finished in {:.1}s with {status}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
+        "{script} ({mode}) finished in {:.1}s with {status}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
         elapsed.as_secs_f64()
     );
-    assert!(status.success(), "{what} checks failed.\n{report}");
+    assert!(status.success(), "{what} checks failed ({mode}).\n{report}");
     println!("{report}");
 }
 

@@ -563,6 +563,7 @@ fn exported_metric_names() -> BTreeSet<String> {
     metrics.prepared_statements(1, 1, 1);
     metrics.pinned(pgsplit::classify::PinCause::Listen, 1);
     metrics.read_your_writes("known");
+    metrics.read_write.statements("primary", "write", 1);
     let snapshot = Snapshot {
         backends: vec![BackendStatus {
             name: "pg1".into(),
@@ -622,7 +623,7 @@ fn exported_metric_names() -> BTreeSet<String> {
 }
 
 /// The metric families the dashboard is meant to show.
-const DOCUMENTED_METRICS: [&str; 16] = [
+const DOCUMENTED_METRICS: [&str; 23] = [
     "pgsplit_build_info",
     "pgsplit_client_connections",
     "pgsplit_client_connections_total",
@@ -639,6 +640,13 @@ const DOCUMENTED_METRICS: [&str; 16] = [
     "pgsplit_backend_lag_seconds",
     "pgsplit_primary_changes_total",
     "pgsplit_primaries_seen",
+    "pgsplit_statements_total",
+    "pgsplit_read_your_writes_total",
+    "pgsplit_internal_queries_total",
+    "pgsplit_pool_waiting_clients",
+    "pgsplit_pool_wait_seconds_bucket",
+    "pgsplit_pinned_sessions",
+    "pgsplit_prepared_statements_total",
 ];
 
 /// Identifiers starting with `pgsplit_` in a PromQL expression.

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::{timeout, MissedTickBehavior};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_util::sync::CancellationToken;
@@ -54,12 +55,14 @@ pub fn client_config(config: &Config, address: &str) -> Option<tokio_postgres::C
 }
 
 /// Starts a probe task per configured backend, reporting with `generation`
-/// (see `Topology::reconfigure`); they stop on `stop`.
+/// (see `Topology::reconfigure`); they stop on `stop`. `queries` gives the
+/// counter of a backend's probe queries.
 pub fn spawn_all(
     topology: &Arc<Topology>,
     config: &Config,
     generation: u64,
     stop: &CancellationToken,
+    queries: impl Fn(&str) -> Counter,
 ) {
     for (index, backend) in config.backends.iter().enumerate() {
         let Some(pg) = client_config(config, &backend.address) else {
@@ -72,6 +75,7 @@ pub fn spawn_all(
             topology: topology.clone(),
             interval: Duration::from_millis(config.health.interval_ms),
             timeout: Duration::from_millis(config.health.timeout_ms),
+            queries: queries(&backend.name),
         };
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -90,6 +94,7 @@ struct Probe {
     topology: Arc<Topology>,
     interval: Duration,
     timeout: Duration,
+    queries: Counter,
 }
 
 impl Probe {
@@ -143,6 +148,7 @@ impl Probe {
         }
         let c = client.as_ref().expect("connected above");
         let sent = Instant::now();
+        self.queries.inc();
         let messages = timeout(self.timeout, c.simple_query(PROBE_SQL))
             .await
             .map_err(|_| "probe timed out".to_string())?
