@@ -176,7 +176,7 @@ async fn run_driver_script(script: Script) {
 
     let env = Env::start(Setup::default().extra_conf(DRIVER_CLUSTER_CONF.iter().copied())).await;
     // Every check in transaction mode (the default), through both ports.
-    run_checks(&what, &command, script, &extra_env, env.rw, env.ro, None).await;
+    run_checks(what, &command, script, &extra_env, env.rw, env.ro, None).await;
     // LISTEN again with a connection per client, as in PgBouncer's session
     // mode.
     let mut config = config_for(&env.cluster);
@@ -193,7 +193,7 @@ async fn run_driver_script(script: Script) {
             .unwrap();
     }
     run_checks(
-        &what,
+        what,
         &command,
         script,
         &extra_env,
