@@ -222,9 +222,10 @@ impl Pool {
                         gauges,
                     });
                 }
+                // Opening a connection is the rare, large future: boxed, so
+                // every session's own future stays small while it is idle.
                 Next::Open(slot, gauges) => {
-                    return self
-                        .open(target, login, user, slot, connect_timeout, gauges)
+                    return Box::pin(self.open(target, login, user, slot, connect_timeout, gauges))
                         .await;
                 }
                 Next::Wait(receiver, gauges) => (receiver, gauges),
@@ -244,7 +245,7 @@ impl Pool {
                 })
             }
             Ok(Ok(Grant::Slot(slot))) => {
-                self.open(target, login, user, slot, connect_timeout, waiting_gauges)
+                Box::pin(self.open(target, login, user, slot, connect_timeout, waiting_gauges))
                     .await
             }
             Ok(Err(_)) | Err(_) => {
@@ -258,6 +259,36 @@ impl Pool {
                 .into())
             }
         }
+    }
+
+    /// An idle connection of `login` to `target`, if one is there now
+    /// (nothing reserved, no wait): the common case, with no future to
+    /// await.
+    pub fn try_take(
+        &self,
+        target: &Target,
+        login: &Login,
+        prefer: Option<u64>,
+        idle_timeout: Duration,
+    ) -> Option<Checkout> {
+        let mut stale = Vec::new();
+        let got = {
+            let mut backends = lock(&self.inner.backends);
+            let b = backends.get_mut(&target.name)?;
+            if b.address != target.address {
+                return None;
+            }
+            self.take_idle(b, &login.key, prefer, idle_timeout, &mut stale)
+                .map(|conn| (conn, b.gauges.clone()))
+        };
+        drop(stale);
+        let (mut conn, gauges) = got?;
+        conn.adopt().ok();
+        Some(Checkout {
+            conn,
+            fresh: false,
+            gauges,
+        })
     }
 
     /// One attempt, without waiting: an idle connection, room for a new
@@ -362,16 +393,17 @@ impl Pool {
         stale: &mut Vec<ServerConn>,
     ) -> Option<ServerConn> {
         let key = self.key(login);
-        let mut keys: Vec<IdleKey> = vec![key.clone()];
-        if key.0.is_some() {
-            keys.extend(
-                b.idle
-                    .keys()
-                    .filter(|k| k.1 == *login && **k != key)
-                    .cloned(),
-            );
-        }
-        for k in keys {
+        // This thread's list first, then (per-thread lists) the others'.
+        let others = key.0.is_some();
+        let mut next = Some(key);
+        while let Some(k) = next.take() {
+            if others {
+                next = b
+                    .idle
+                    .iter()
+                    .find(|(o, list)| o.1 == *login && o.0 != k.0 && !list.is_empty())
+                    .map(|(o, _)| o.clone());
+            }
             let Some(list) = b.idle.get_mut(&k) else {
                 continue;
             };
@@ -423,6 +455,9 @@ impl Pool {
     pub fn checkin(&self, mut conn: ServerConn) {
         conn.idle_since = Instant::now();
         let mut closed = None;
+        // Closed after the lock is let go: its slot takes the lock to free
+        // its place.
+        let mut retired = None;
         {
             let mut backends = lock(&self.inner.backends);
             let Some(b) = backends.get_mut(&conn.name) else {
@@ -461,12 +496,17 @@ impl Pool {
                     Err(Grant::Conn(_)) => unreachable!("a slot was sent"),
                 }
             }
-            if let Some(c) = conn.filter(|_| b.serving) {
-                let key = self.key(&c.login);
-                b.gauges.idle.inc();
-                b.idle.entry(key).or_default().push(c);
+            match conn {
+                Some(c) if b.serving => {
+                    let key = self.key(&c.login);
+                    b.gauges.idle.inc();
+                    b.idle.entry(key).or_default().push(c);
+                }
+                Some(c) => retired = Some(c),
+                None => {}
             }
         }
+        drop(retired);
         if let Some(mut c) = closed {
             // Its place moved to the waiter: closing it frees nothing.
             c.slot.pool = Weak::new();

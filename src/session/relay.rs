@@ -318,7 +318,7 @@ impl<'a> Relay<'a> {
             }
             let read_client = self.intake != Intake::Held && self.to_server.len() < HIGH_WATER;
             let read_server = self.active.is_some() && self.to_client < HIGH_WATER;
-            if read_client {
+            if read_client && self.client_in.capacity() > 0 {
                 let wanted =
                     bytes_wanted(&self.client_in, self.max).map_err(|e| self.fail(e.into()))?;
                 self.client_in.reserve(wanted.max(READ_SIZE));
@@ -373,6 +373,7 @@ impl<'a> Relay<'a> {
                     }
                 }
                 Io::ClientRead(Err(e)) => return Err(self.fail(SessionError::ClientIo(e))),
+                Io::ClientReadable => self.client_in.reserve(READ_SIZE),
                 Io::ServerRead(Ok(0)) | Io::ServerRead(Err(_)) => self.on_server_closed().await?,
                 Io::ServerRead(Ok(_)) => {
                     if self.on_server_bytes().await? {

@@ -50,7 +50,40 @@ pub struct Want<'a> {
 /// (`limits.server_wait_timeout_ms`). An unreachable replica is skipped for
 /// the next one, then the primary (read-only on the read-only port, unless
 /// `routing.no_replica = "error"`).
+///
+/// An idle pooled connection is taken without awaiting anything; the rest
+/// (waiting, opening a connection) is a large future, boxed so that every
+/// session's own future stays small.
 pub async fn acquire(shared: &Shared, want: Want<'_>) -> Result<Leased, SessionError> {
+    match take_idle(shared, &want) {
+        Some(leased) => Ok(leased),
+        None => Box::pin(acquire_waiting(shared, want)).await,
+    }
+}
+
+/// `acquire`'s path without waiting: an idle connection to the primary
+/// known now, or to the replica asked for.
+fn take_idle(shared: &Shared, want: &Want<'_>) -> Option<Leased> {
+    let snapshot = shared.topology.snapshot();
+    let (target, on) = match want.on {
+        On::Replica(i) if i < snapshot.backends.len() => (target::backend(&snapshot, i), want.on),
+        On::Replica(_) | On::Primary => (target::backend(&snapshot, snapshot.primary?), On::Primary),
+        On::ReadOnlyPrimary => return None,
+    };
+    let config = shared.config.load();
+    let idle_timeout = Duration::from_millis(config.limits.server_idle_timeout_ms);
+    let got = shared
+        .pool
+        .try_take(&target, want.login, want.prefer, idle_timeout)?;
+    Some(Leased {
+        _in_use: InUse::of(&got.gauges.in_use),
+        conn: got.conn,
+        on,
+        fresh: false,
+    })
+}
+
+async fn acquire_waiting(shared: &Shared, want: Want<'_>) -> Result<Leased, SessionError> {
     let config = shared.config.load_full();
     let deadline = Instant::now() + Duration::from_millis(config.health.failover_timeout_ms);
     let mut on = want.on;

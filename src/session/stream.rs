@@ -20,6 +20,15 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
+    /// Ready when a read would find bytes (or the end). Plain TCP only: a
+    /// TLS stream may hold decrypted bytes already, so it says ready at once.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ClientStream::Plain(s) => s.poll_read_ready(cx),
+            ClientStream::Tls(_) | ClientStream::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Takes the TCP stream out for a TLS handshake; None if already TLS.
     pub fn take_plain(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, ClientStream::Upgrading) {

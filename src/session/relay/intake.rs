@@ -89,7 +89,8 @@ impl Relay<'_> {
                 }
                 Decision::Lookup(lookups) => {
                     looked_up = true;
-                    let done = self.lookup(&lookups).await;
+                    // Rare and large: boxed (see `Pool::checkout`).
+                    let done = Box::pin(self.lookup(&lookups)).await;
                     self.batch = batch;
                     done?;
                     continue;

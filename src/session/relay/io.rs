@@ -112,6 +112,8 @@ pub(super) struct Buffers<'a> {
 /// What one turn of the I/O poll produced.
 pub(super) enum Io {
     ClientRead(std::io::Result<usize>),
+    /// The client sent something, and the session has no read buffer yet.
+    ClientReadable,
     ServerRead(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
     ClientWrote(std::io::Result<usize>),
@@ -146,7 +148,14 @@ pub(super) fn poll_io<'a>(
                 return Poll::Ready(Io::ClientFlushed(r));
             }
         }
-        if read_client {
+        if read_client && b.client_in.capacity() == 0 {
+            // An idle session holds no read buffer: it waits for bytes first.
+            match client.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Io::ClientReadable),
+                Poll::Ready(Err(e)) => return Poll::Ready(Io::ClientRead(Err(e))),
+                Poll::Pending => {}
+            }
+        } else if read_client {
             if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, &mut *b.client_in) {
                 return Poll::Ready(Io::ClientRead(r));
             }

@@ -32,7 +32,7 @@ impl Relay<'_> {
                     replay.net = Net::Off;
                     released = true;
                 }
-                Held::Rerun { len } => return self.rerun(len).await,
+                Held::Rerun { len } => return Box::pin(self.rerun(len)).await,
             }
         }
         let mut detach = false;
