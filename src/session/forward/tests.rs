@@ -199,33 +199,10 @@ impl World {
         msgs: &[Vec<u8>],
         fails: &dyn Fn(&str) -> bool,
     ) -> Sent {
-        let bytes = msgs.concat();
-        let mut batch = Batch::default();
-        let framed = batch
-            .frame(&bytes, 1 << 20, 1 << 20, |sql| {
-                Arc::new(
-                    self.classifier
-                        .classify_uncached(std::str::from_utf8(sql).unwrap()),
-                )
-            })
-            .expect("valid messages");
-        assert!(framed && batch.len == bytes.len(), "one whole batch");
+        let (batch, bytes) = self.frame(msgs);
         let mut out = BytesMut::new();
         let mut replies = Replies::default();
-        let done = forward(
-            &batch,
-            &bytes,
-            Ends {
-                session: &mut c.session,
-                session_id: c.id,
-                conn,
-                registry: &self.registry,
-                max_statements: self.max_statements,
-                at_boundary: self.at_boundary,
-            },
-            &mut out,
-            &mut replies,
-        );
+        let done = self.forward(c, conn, &batch, &bytes, &mut out, &mut replies);
         let followed = replies.tracking();
         let executed = c.session.executed(&batch, &bytes);
         let mut staged = Staged::default();
@@ -264,6 +241,47 @@ impl World {
             events,
             copied: out[..] == bytes[..],
         }
+    }
+
+    /// The messages as one whole batch, and its bytes.
+    fn frame(&self, msgs: &[Vec<u8>]) -> (Batch, Vec<u8>) {
+        let bytes = msgs.concat();
+        let mut batch = Batch::default();
+        let framed = batch
+            .frame(&bytes, 1 << 20, 1 << 20, |sql| {
+                Arc::new(
+                    self.classifier
+                        .classify_uncached(std::str::from_utf8(sql).unwrap()),
+                )
+            })
+            .expect("valid messages");
+        assert!(framed && batch.len == bytes.len(), "one whole batch");
+        (batch, bytes)
+    }
+
+    fn forward(
+        &self,
+        c: &mut Client,
+        conn: &mut ServerStatements,
+        batch: &Batch,
+        bytes: &[u8],
+        out: &mut BytesMut,
+        replies: &mut Replies,
+    ) -> Forwarded {
+        forward(
+            batch,
+            bytes,
+            Ends {
+                session: &mut c.session,
+                session_id: c.id,
+                conn,
+                registry: &self.registry,
+                max_statements: self.max_statements,
+                at_boundary: self.at_boundary,
+            },
+            out,
+            replies,
+        )
     }
 
     /// The key the registry gives `sql` (as a Parse body).
@@ -334,18 +352,7 @@ fn a_batch_using_statements_is_not_plain() {
     let n = cases.len();
     let mut failures = Vec::new();
     for (name, msgs) in cases {
-        let bytes = msgs.concat();
-        let mut batch = Batch::default();
-        batch
-            .frame(&bytes, 1 << 20, 1 << 20, |sql| {
-                Arc::new(
-                    world
-                        .classifier
-                        .classify_uncached(std::str::from_utf8(sql).unwrap()),
-                )
-            })
-            .unwrap();
-        if plain(&batch) {
+        if plain(&world.frame(&msgs).0) {
             failures.push(name.to_owned());
         }
     }
