@@ -129,8 +129,9 @@ fn a_bind_cannot_reach_another_session_s_sql_statement() {
 }
 
 /// SQL and protocol-level prepared statements share one namespace: a
-/// client may Bind the statement it PREPAREd in SQL. pgsplit renames it to
-/// `pgsplit_missing` as if it were another session's.
+/// client may Bind the statement it PREPAREd in SQL (checked on
+/// PostgreSQL 15). pgsplit renames it to `pgsplit_missing` as if it were
+/// another session's.
 #[test]
 #[ignore = "bug: a Bind of the session's own SQL-prepared statement is renamed to pgsplit_missing"]
 fn a_bind_reaches_the_session_s_own_sql_statement() {

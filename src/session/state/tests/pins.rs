@@ -230,7 +230,9 @@ fn pins_are_taken_and_released_when_their_state_is_provably_gone() {
 /// In one request, a release followed by a new pin of the same kind runs
 /// in that order on the server (LISTEN and UNLISTEN take effect at commit,
 /// in order); the session pins at send and applies the release at
-/// ReadyForQuery, so the release undoes the newer pin.
+/// ReadyForQuery, so the release undoes the newer pin. (Checked on
+/// PostgreSQL 15: after each of these queries the channel is listened to,
+/// the temp table and the cursor exist.)
 #[test]
 #[ignore = "bug: a release staged in a request undoes a pin taken later in the same request"]
 fn a_pin_taken_after_its_release_in_one_request_stays() {
