@@ -563,7 +563,6 @@ async fn loopback_conn(login: &Login, slot: Slot) -> (ServerConn, tokio::net::Tc
 /// deadlocks with every other user of the pool behind it. The one test here
 /// with a socket (loopback, no server): `ServerConn` owns a `TcpStream`.
 #[tokio::test]
-#[ignore = "bug: giving back a connection to a backend that serves nothing deadlocks the pool"]
 async fn a_connection_given_back_to_a_backend_that_serves_nothing_is_closed() {
     let pool = Pool::default();
     let alice = login("alice");
