@@ -101,6 +101,14 @@ impl Settings {
         self.fingerprint = 0;
     }
 
+    /// `RESET ALL`: every setting but the role and the session user, which
+    /// the server keeps (they are not reset by RESET ALL).
+    fn reset_all(&mut self) {
+        self.entries
+            .retain(|(n, _)| matches!(&**n, "role" | "session_authorization"));
+        self.rehash();
+    }
+
     fn rehash(&mut self) {
         self.fingerprint = if self.entries.is_empty() {
             0
@@ -304,14 +312,19 @@ impl SessionState {
         for verdict in verdicts {
             for effect in &verdict.effects {
                 match effect {
+                    // Pins apply at once (erring towards pinned) and again
+                    // in order at the end, after any release the same
+                    // request staged before them (`UNLISTEN *; LISTEN a`).
                     Effect::Pin(cause) => {
                         if self.pins.pin(*cause) {
                             sent.new_pins.push(*cause);
                         }
+                        staged.effects.push(effect.clone());
                     }
-                    Effect::Listen(name) => push_name(&mut self.pins.listening, name),
-                    Effect::HoldCursor(name) => push_name(&mut self.pins.cursors, name),
-                    Effect::TempObject(name) => push_name(&mut self.pins.temp_names, name),
+                    Effect::Listen(_) | Effect::HoldCursor(_) | Effect::TempObject(_) => {
+                        self.apply(effect);
+                        staged.effects.push(effect.clone());
+                    }
                     Effect::Route(mode) => {
                         self.route = (*mode != RouteMode::Auto).then_some(*mode);
                     }
@@ -407,7 +420,10 @@ impl SessionState {
                     failed = false;
                 }
                 Effect::Rollback { .. } => {
+                    // Everything the transaction did is undone: nothing
+                    // is uncertain any more.
                     pending.clear();
+                    uncertain = false;
                     failed = false;
                 }
                 Effect::RollbackToSavepoint => {
@@ -459,7 +475,7 @@ impl SessionState {
                 }
             }
             Effect::ResetAll => {
-                self.settings.clear();
+                self.settings.reset_all();
                 self.isolation.set = None;
             }
             Effect::DiscardAll => self.discard_all(),
@@ -467,6 +483,12 @@ impl SessionState {
                 self.pins.unpin(PinCause::TempObject);
                 self.pins.temp_names.clear();
             }
+            Effect::Pin(cause) => {
+                self.pins.pin(*cause);
+            }
+            Effect::Listen(name) => push_name(&mut self.pins.listening, name),
+            Effect::HoldCursor(name) => push_name(&mut self.pins.cursors, name),
+            Effect::TempObject(name) => push_name(&mut self.pins.temp_names, name),
             Effect::Unlisten(None) => {
                 self.pins.listening.clear();
                 self.pins.unpin(PinCause::Listen);

@@ -239,7 +239,6 @@ fn setting_the_role_or_the_session_user_is_noticed() {
 /// connection without a sync. (Checked on PostgreSQL 15: `current_user` is
 /// still the role after RESET ALL.)
 #[test]
-#[ignore = "bug: RESET ALL forgets SET ROLE, which the server keeps"]
 fn reset_all_keeps_the_role() {
     let s = Session::after(&[ok("SET ROLE r"), ok("SET x.a = 1"), ok("RESET ALL")]);
     assert_eq!(s.settings(), ["SET ROLE r"]);
@@ -286,7 +285,6 @@ fn a_savepoint_rolled_back_without_a_set_does_not_pin() {
 /// savepoint or not; yet the session pins for good (SetInTransaction is
 /// released only by DISCARD ALL), and its reads stay on the primary.
 #[test]
-#[ignore = "bug: a transaction rolled back whole still pins after a savepoint rollback"]
 fn a_transaction_rolled_back_whole_after_a_savepoint_rollback_does_not_pin() {
     let mut s = Session::after(&[
         open("BEGIN"),
