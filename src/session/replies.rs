@@ -211,6 +211,8 @@ impl Replies {
                         } else {
                             *head = Item::Pass(n - 1);
                         }
+                        // An error's skip ends at a Sync, plain ones too.
+                        self.skipping = false;
                         Event::ClientReady(status)
                     }
                     tag::ERROR_RESPONSE => Event::ClientError,
@@ -232,6 +234,8 @@ impl Replies {
             while let Some(item) = self.items.front() {
                 match item {
                     Item::Client(Await::Ready) | Item::Own(Await::Ready) => break,
+                    // A plain request's own Sync.
+                    Item::Pass(_) => return self.step(t, status),
                     _ if self.skipping => {
                         self.items.pop_front();
                     }
@@ -260,7 +264,9 @@ impl Replies {
             // the connection.
             while let Some(item) = self.items.front() {
                 match *item {
-                    Item::Client(Await::Ready) | Item::Own(Await::Ready) => break,
+                    // A plain request (a Sync sent after a Flush) ends
+                    // the skip with its own ReadyForQuery.
+                    Item::Client(Await::Ready) | Item::Own(Await::Ready) | Item::Pass(_) => break,
                     Item::Client(Await::Parse {
                         statement: Some(id),
                     })

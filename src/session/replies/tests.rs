@@ -564,7 +564,6 @@ fn a_parameter_description_is_passed_without_completing() {
 /// nothing owed: the relay never hears `ClientReady` and keeps the request
 /// in flight.
 #[test]
-#[ignore = "bug: an error skips a plain request queued after a batch that ended in a Flush"]
 fn an_error_before_a_plain_request_still_reports_its_ready_for_query() {
     let mut replies = Replies::default();
     replies.push(parse(7));
@@ -580,7 +579,6 @@ fn an_error_before_a_plain_request_still_reports_its_ready_for_query() {
 /// is dropped: the client waits for a ParseComplete or CloseComplete that
 /// never comes.
 #[test]
-#[ignore = "bug: the skip after an error never ends when the Sync went as a plain request"]
 fn stand_ins_go_again_after_an_error_answered_by_a_plain_sync() {
     let mut replies = Replies::default();
     let t = drive(&mut replies, &[parse(7), client(Await::Describe)], "E");

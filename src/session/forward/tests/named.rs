@@ -362,7 +362,6 @@ fn a_batch_ending_in_a_flush_gets_its_stand_ins() {
 /// ReadyForQuery ends nothing the relay knows of; and the skip never ends,
 /// so a later stand-in is never given. (See the reply tracker's tests.)
 #[test]
-#[ignore = "bug: an error after a Flush swallows the plain Sync that follows, and later stand-ins"]
 fn a_failed_parse_flushed_then_synced_ends_its_request() {
     let world = World::new();
     let mut c = client(1);
