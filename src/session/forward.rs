@@ -16,7 +16,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::batch::{Batch, End, Kind, Msg};
 use super::replies::{Await, Item, Replies, Standin};
-use super::state::{Prepared, SessionState, Unnamed};
+use super::state::{sql_hash, Prepared, SessionState, SqlStatement, Unnamed};
 use crate::classify::Effect;
 use crate::pool::statements::{write_server_name, Registry, ServerStatements, SqlName};
 use crate::protocol::{encode, tag};
@@ -126,8 +126,9 @@ pub fn forward(
     // Shared statements this batch uses: never evicted for it.
     let mut keep: Vec<u64> = Vec::new();
     let mut parsed_unnamed = false;
-    // The batch runs DEALLOCATE ALL or DISCARD ALL through a statement.
-    let mut wiped = false;
+    // The unnamed statement parsed here runs DEALLOCATE ALL or DISCARD ALL
+    // when bound: the connection holds nothing from then on.
+    let mut unnamed_wipes = false;
     // A shared statement the connection must hold before `body` goes.
     let ensure = |id_key: &Arc<crate::pool::statements::StatementKey>,
                   keep: &mut Vec<u64>,
@@ -169,7 +170,7 @@ pub fn forward(
                     let bound_here = batch.msgs[i + 1..].iter().any(
                         |m| matches!(&m.kind, Kind::Bind { statement } if statement.is_empty()),
                     );
-                    wiped |= bound_here && wipes_statements(verdict);
+                    unnamed_wipes = bound_here && wipes_statements(verdict);
                     session.statements.unnamed = (!bound_here).then(|| Unnamed {
                         seq,
                         parse: wire.into(),
@@ -215,12 +216,13 @@ pub fn forward(
                     if !parsed_unnamed {
                         unnamed_for(session, session_id, conn, &mut prefix, &mut prefix_items);
                     }
+                    if msg.tag == tag::BIND && std::mem::take(&mut unnamed_wipes) {
+                        conn.clear();
+                    }
                     body.put_slice(wire);
                 } else if let Some(p) = session.statements.named.get(client_name) {
                     let key = Arc::clone(&p.key);
-                    if msg.tag == tag::BIND && wipes_statements(&p.verdict) {
-                        wiped = true;
-                    }
+                    let wipes = msg.tag == tag::BIND && wipes_statements(&p.verdict);
                     ensure(
                         &key,
                         &mut keep,
@@ -230,11 +232,27 @@ pub fn forward(
                         &mut done,
                     );
                     put_renamed(&mut body, wire, name, key.id);
+                    if wipes {
+                        // What the batch parses after it stays held.
+                        conn.clear();
+                    }
+                } else if let Some(statement) = std::str::from_utf8(client_name)
+                    .ok()
+                    .and_then(|n| session.statements.sql.get(n))
+                    .filter(|_| at_boundary)
+                {
+                    // The session's own SQL PREPARE, bound by the protocol.
+                    let statement = Arc::clone(statement);
+                    let name = String::from_utf8_lossy(client_name);
+                    ensure_sql(&name, &statement, conn, &mut prefix, &mut prefix_items);
+                    body.put_slice(wire);
                 } else {
                     // Not the session's: make sure it cannot reach another
                     // session's SQL-prepared statement of that name.
                     let text = String::from_utf8_lossy(client_name);
-                    if conn.sql.contains_key(text.as_ref()) {
+                    if conn.sql.contains_key(text.as_ref())
+                        && !session.statements.sql.contains_key(text.as_ref())
+                    {
                         let missing = b"pgsplit_missing";
                         let before = &wire[5..name.start];
                         let after = &wire[name.end..];
@@ -263,7 +281,7 @@ pub fn forward(
                 if at_boundary {
                     sql_prefix(verdict, session, conn, &mut prefix, &mut prefix_items);
                 }
-                sql_record(verdict, session, conn);
+                sql_record(verdict, conn);
                 body.put_slice(wire);
                 items.push(Item::Client(Await::Ready));
             }
@@ -301,9 +319,6 @@ pub fn forward(
     }
     if batch.end == End::Terminate {
         session.statements.unnamed = None;
-    }
-    if wiped {
-        conn.clear();
     }
     done
 }
@@ -353,7 +368,9 @@ fn unnamed_for(
             conn.unnamed = Some((session_id, u.seq));
         }
         None => {
-            if conn.unnamed.is_some_and(|(s, _)| s != session_id) {
+            // Only the session's latest unnamed statement may run.
+            let latest = (session_id, session.statements.unnamed_parses);
+            if conn.unnamed.is_some_and(|held| held != latest) {
                 put_msg(prefix, tag::CLOSE, &[b"S\0"]);
                 items.push(Item::Own(Await::Close));
                 conn.unnamed = None;
@@ -373,14 +390,25 @@ fn sql_prefix(
     items: &mut Vec<Item>,
 ) {
     let mut defined_here: Vec<&str> = Vec::new();
+    // Names the query itself frees before it may define them again.
+    let mut freed_here: Vec<&str> = Vec::new();
+    let mut all_freed = false;
     for effect in &verdict.effects {
-        let (name, wants_it) = match effect {
-            Effect::Execute { name, .. } => (name.as_str(), true),
-            Effect::Deallocate { name: Some(name) } => (name.as_str(), true),
+        let name = match effect {
+            Effect::Execute { name, .. } => name.as_str(),
+            Effect::Deallocate { name: Some(name) } => {
+                freed_here.push(name.as_str());
+                name.as_str()
+            }
+            Effect::Deallocate { name: None } | Effect::DiscardAll => {
+                all_freed = true;
+                continue;
+            }
             Effect::Prepare { name, .. } => {
                 defined_here.push(name.as_str());
                 // The client's PREPARE must find the name free.
-                if conn.sql.contains_key(name.as_str()) {
+                let freed = all_freed || freed_here.contains(&name.as_str());
+                if !freed && conn.sql.contains_key(name.as_str()) {
                     encode::query(prefix, &format!("DEALLOCATE {}", quote_ident(name)));
                     items.push(Item::Own(Await::Ready));
                     conn.sql.remove(name.as_str());
@@ -389,7 +417,7 @@ fn sql_prefix(
             }
             _ => continue,
         };
-        if !wants_it || defined_here.contains(&name) {
+        if defined_here.contains(&name) || all_freed {
             continue;
         }
         let Some(statement) = session.statements.sql.get(name) else {
@@ -402,35 +430,42 @@ fn sql_prefix(
             }
             continue;
         };
-        match conn.sql.get(name) {
-            Some(SqlName::Holds(h)) if *h == statement.hash => {}
-            held => {
-                if held.is_some() {
-                    encode::query(prefix, &format!("DEALLOCATE {}", quote_ident(name)));
-                    items.push(Item::Own(Await::Ready));
-                }
-                encode::query(prefix, &statement.text);
+        ensure_sql(name, statement, conn, prefix, items);
+    }
+}
+
+/// Simple queries that make the connection hold the session's SQL
+/// statement `name` (its PREPARE, after a DEALLOCATE of another text).
+fn ensure_sql(
+    name: &str,
+    statement: &SqlStatement,
+    conn: &mut ServerStatements,
+    prefix: &mut BytesMut,
+    items: &mut Vec<Item>,
+) {
+    match conn.sql.get(name) {
+        Some(SqlName::Holds(h)) if *h == statement.hash => {}
+        held => {
+            if held.is_some() {
+                encode::query(prefix, &format!("DEALLOCATE {}", quote_ident(name)));
                 items.push(Item::Own(Await::Ready));
-                conn.sql.insert(name.into(), SqlName::Holds(statement.hash));
             }
+            encode::query(prefix, &statement.text);
+            items.push(Item::Own(Await::Ready));
+            conn.sql.insert(name.into(), SqlName::Holds(statement.hash));
         }
     }
 }
 
 /// What a query's SQL PREPARE/DEALLOCATE leave on the connection.
-fn sql_record(
-    verdict: &crate::classify::Verdict,
-    session: &SessionState,
-    conn: &mut ServerStatements,
-) {
+fn sql_record(verdict: &crate::classify::Verdict, conn: &mut ServerStatements) {
     for effect in &verdict.effects {
         match effect {
-            Effect::Prepare { name, .. } => {
-                let hash = session.statements.sql.get(name.as_str()).map(|s| s.hash);
-                conn.sql.insert(
-                    name.as_str().into(),
-                    hash.map_or(SqlName::Unknown, SqlName::Holds),
-                );
+            // The statement this PREPARE defines (the session records it
+            // after `forward`).
+            Effect::Prepare { name, sql, .. } => {
+                conn.sql
+                    .insert(name.as_str().into(), SqlName::Holds(sql_hash(sql)));
             }
             Effect::Deallocate { name: Some(name) } => {
                 conn.sql.remove(name.as_str());

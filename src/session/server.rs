@@ -67,7 +67,9 @@ fn take_idle(shared: &Shared, want: &Want<'_>) -> Option<Leased> {
     let snapshot = shared.topology.snapshot();
     let (target, on) = match want.on {
         On::Replica(i) if i < snapshot.backends.len() => (target::backend(&snapshot, i), want.on),
-        On::Replica(_) | On::Primary => (target::backend(&snapshot, snapshot.primary?), On::Primary),
+        On::Replica(_) | On::Primary => {
+            (target::backend(&snapshot, snapshot.primary?), On::Primary)
+        }
         On::ReadOnlyPrimary => return None,
     };
     let config = shared.config.load();

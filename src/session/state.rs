@@ -154,6 +154,13 @@ pub struct Unnamed {
     pub verdict: Arc<Verdict>,
 }
 
+/// What identifies a SQL PREPARE's text (what a connection records).
+pub fn sql_hash(sql: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    sql.hash(&mut h);
+    h.finish()
+}
+
 /// A SQL-level prepared statement of the session.
 #[derive(Debug)]
 pub struct SqlStatement {
@@ -341,13 +348,11 @@ impl SessionState {
                         functions,
                         forbidden,
                     } => {
-                        let mut h = std::hash::DefaultHasher::new();
-                        sql.hash(&mut h);
                         self.statements.sql.insert(
                             name.as_str().into(),
                             Arc::new(SqlStatement {
                                 text: sql.as_str().into(),
-                                hash: h.finish(),
+                                hash: sql_hash(sql),
                                 read: *read,
                                 functions: functions.clone(),
                                 forbidden: *forbidden,

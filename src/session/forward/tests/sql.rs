@@ -133,7 +133,6 @@ fn a_bind_cannot_reach_another_session_s_sql_statement() {
 /// PostgreSQL 15). pgsplit renames it to `pgsplit_missing` as if it were
 /// another session's.
 #[test]
-#[ignore = "bug: a Bind of the session's own SQL-prepared statement is renamed to pgsplit_missing"]
 fn a_bind_reaches_the_session_s_own_sql_statement() {
     let world = World::new();
     let mut c = client(1);
@@ -150,7 +149,6 @@ fn a_bind_reaches_the_session_s_own_sql_statement() {
 /// the connection gets `Unknown` for a new name, and the first EXECUTE on
 /// the very connection that prepared it deallocates and prepares it again.
 #[test]
-#[ignore = "bug: an EXECUTE right after its PREPARE, on the same connection, prepares it again"]
 fn an_execute_after_its_prepare_on_the_same_connection_needs_nothing_first() {
     let world = World::new();
     let mut c = client(1);
@@ -166,7 +164,6 @@ fn an_execute_after_its_prepare_on_the_same_connection_needs_nothing_first() {
 /// 26000 and the whole query with it. (Checked on PostgreSQL 15: the
 /// query runs alone; with a DEALLOCATE before it, it fails.)
 #[test]
-#[ignore = "bug: DEALLOCATE p; PREPARE p in one query gets a DEALLOCATE of pgsplit's own first"]
 fn a_redefinition_in_one_query_needs_nothing_first() {
     let world = World::new();
     let mut c = client(1);
@@ -187,7 +184,6 @@ fn a_redefinition_in_one_query_needs_nothing_first() {
 /// another session whose `p` is the old text then EXECUTEs with no PREPARE
 /// first, and runs the new statement (or fails).
 #[test]
-#[ignore = "bug: a PREPARE that redefines a name records the previous text on the connection"]
 fn a_redefined_statement_is_not_mistaken_for_the_old_one() {
     let world = World::new();
     let mut conn = ServerStatements::default();
@@ -277,7 +273,6 @@ fn a_statement_that_wipes_the_server_clears_what_the_connection_holds() {
 /// the end of the batch, so the next Parse of one is sent again and fails
 /// with 42P05 (prepared statement already exists).
 #[test]
-#[ignore = "bug: a statement parsed after a DEALLOCATE ALL in the same batch is forgotten"]
 fn a_statement_parsed_after_a_wipe_in_the_same_batch_is_held() {
     let world = World::new();
     let mut c = client(1);

@@ -105,7 +105,6 @@ fn another_session_s_unnamed_statement_is_closed_before_a_bind_without_parse() {
 /// place of the newest. (Checked on PostgreSQL 15: a Bind of the unnamed
 /// statement in a later batch runs the latest one parsed.)
 #[test]
-#[ignore = "bug: a Bind without Parse runs an older unnamed statement of the same session"]
 fn a_bind_without_parse_never_runs_an_older_unnamed_statement() {
     let world = World::new();
     let mut c = client(1);
