@@ -221,7 +221,7 @@ pub(super) async fn connect(
     timeout: Duration,
     slot: Slot,
     serial: u64,
-) -> Result<ServerConn, ConnectError> {
+) -> Result<Box<ServerConn>, ConnectError> {
     let unreachable = |source| ConnectError::Unreachable {
         backend: target.name.to_string(),
         address: target.address.to_string(),
@@ -258,7 +258,7 @@ pub(super) async fn connect(
                 address: target.address.to_string(),
                 ms: timeout.as_millis(),
             })??;
-    Ok(ServerConn {
+    Ok(Box::new(ServerConn {
         stream,
         name: Arc::clone(&target.name),
         address: Arc::clone(&target.address),
@@ -275,7 +275,7 @@ pub(super) async fn connect(
         thread: std::thread::current().id(),
         per_thread: false,
         slot,
-    })
+    }))
 }
 
 /// Sends `out` and reads the server's replies up to the `replies`-th

@@ -66,12 +66,10 @@ pub struct PoolGauges {
 /// Idle connections are kept per login and per thread.
 type IdleKey = (Option<std::thread::ThreadId>, Arc<str>);
 
-/// What a waiter is handed. (Moved once per hand-over: boxing the
-/// connection would cost an allocation per transaction.)
-#[allow(clippy::large_enum_variant)]
+/// What a waiter is handed.
 enum Grant {
     /// An idle connection of its login.
-    Conn(ServerConn),
+    Conn(Box<ServerConn>),
     /// Room for a new one.
     Slot(Slot),
 }
@@ -86,7 +84,9 @@ struct Backend {
     max: usize,
     /// Connections open or being opened (idle ones included).
     open: usize,
-    idle: HashMap<IdleKey, Vec<ServerConn>>,
+    /// Boxed: a connection moves to a session and back without a copy.
+    #[allow(clippy::vec_box)]
+    idle: HashMap<IdleKey, Vec<Box<ServerConn>>>,
     waiters: VecDeque<Waiter>,
     greetings: HashMap<Arc<str>, Arc<Greeting>>,
     gauges: PoolGauges,
@@ -162,17 +162,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What one checkout attempt came to (see `Grant` on its size).
-#[allow(clippy::large_enum_variant)]
+/// What one checkout attempt came to.
 enum Next {
-    Got(ServerConn, PoolGauges),
+    Got(Box<ServerConn>, PoolGauges),
     Open(Slot, PoolGauges),
     Wait(oneshot::Receiver<Grant>, PoolGauges),
 }
 
 /// How a checkout went, for its caller's bookkeeping.
 pub struct Checkout {
-    pub conn: ServerConn,
+    pub conn: Box<ServerConn>,
     /// A new connection was opened for it.
     pub fresh: bool,
     /// The backend's metric handles.
@@ -384,14 +383,15 @@ impl Pool {
     /// Takes a live idle connection of `login`: the preferred one, else the
     /// newest of this thread, else another thread's. Dead or stale ones go
     /// to `stale` (closed by the caller, outside the lock).
+    #[allow(clippy::vec_box)]
     fn take_idle(
         &self,
         b: &mut Backend,
         login: &Arc<str>,
         prefer: Option<u64>,
         idle_timeout: Duration,
-        stale: &mut Vec<ServerConn>,
-    ) -> Option<ServerConn> {
+        stale: &mut Vec<Box<ServerConn>>,
+    ) -> Option<Box<ServerConn>> {
         let key = self.key(login);
         // This thread's list first, then (per-thread lists) the others'.
         let others = key.0.is_some();
@@ -452,7 +452,7 @@ impl Pool {
     /// Gives back an idle connection (see the module doc for what it must
     /// be): to the first waiter of its login, else closed for the first
     /// waiter of another login, else kept.
-    pub fn checkin(&self, mut conn: ServerConn) {
+    pub fn checkin(&self, mut conn: Box<ServerConn>) {
         conn.idle_since = Instant::now();
         let mut closed = None;
         // Closed after the lock is let go: its slot takes the lock to free

@@ -556,12 +556,11 @@ async fn loopback_conn(login: &Login, slot: Slot) -> (ServerConn, tokio::net::Tc
     (conn, accepted.unwrap().0)
 }
 
-/// `checkin` keeps the pool's lock while it decides, and a connection to a
-/// backend that serves nothing (pruned: a replica out of rotation, a fenced
-/// primary) is dropped by `conn.filter(|_| b.serving)` under that lock: its
-/// `Slot` then takes the same lock to free its place, and the thread
-/// deadlocks with every other user of the pool behind it. The one test here
-/// with a socket (loopback, no server): `ServerConn` owns a `TcpStream`.
+/// A connection given back to a backend that serves nothing (pruned: a
+/// replica out of rotation, a fenced primary) is closed, and its `Slot`
+/// frees its place outside the pool's lock (it once deadlocked there). The
+/// one test here with a socket (loopback, no server): `ServerConn` owns a
+/// `TcpStream`.
 #[tokio::test]
 async fn a_connection_given_back_to_a_backend_that_serves_nothing_is_closed() {
     let pool = Pool::default();
@@ -572,7 +571,7 @@ async fn a_connection_given_back_to_a_backend_that_serves_nothing_is_closed() {
     let (done, returned) = std::sync::mpsc::channel();
     let giving_back = pool.clone();
     std::thread::spawn(move || {
-        giving_back.checkin(conn);
+        giving_back.checkin(Box::new(conn));
         let _ = done.send(());
     });
     assert!(

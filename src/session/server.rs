@@ -24,7 +24,9 @@ use crate::shared::Shared;
 /// A connection lent to a session.
 #[derive(Debug)]
 pub struct Leased {
-    pub conn: ServerConn,
+    /// Boxed: a session keeps up to two, and an idle one none; a box moves
+    /// between the pool and sessions without copying.
+    pub conn: Box<ServerConn>,
     /// What it serves for the session.
     pub on: On,
     /// Counts it in `pgsplit_server_connections{state="in_use"}`.
@@ -162,7 +164,7 @@ async fn checkout(
     login: &Login,
     user: &UserEntry,
     prefer: Option<u64>,
-) -> Result<(ServerConn, bool, InUse), PoolError> {
+) -> Result<(Box<ServerConn>, bool, InUse), PoolError> {
     let config = shared.config.load();
     let limits = &config.limits;
     let metrics = &shared.metrics;
