@@ -38,8 +38,8 @@
 # Environment variables (defaults in brackets):
 #   SYNC_COMMITS      synchronous_commit values, one block each ["on off"]
 #   FSYNC             on|off for every node [unset: the testbed's, off]
-#   DURATION          seconds per pgbench run [20; QUICK 4]
-#   ROUNDS            rounds of interleaved runs per block and protocol [2; QUICK 1]
+#   DURATION          seconds per pgbench run [15; QUICK 4]
+#   ROUNDS            rounds of interleaved runs per block and protocol [3; QUICK 1]
 #   PROTOCOLS         pgbench -M values ["simple extended"; QUICK "extended"]
 #   CLIENTS           pgbench -c [32]
 #   JOBS              pgbench -j [2]
@@ -72,8 +72,8 @@ if [[ $QUICK == 1 ]]; then
     ROUNDS=${ROUNDS:-1}
     PROTOCOLS=${PROTOCOLS:-extended}
 else
-    DURATION=${DURATION:-20}
-    ROUNDS=${ROUNDS:-2}
+    DURATION=${DURATION:-15}
+    ROUNDS=${ROUNDS:-3}
     PROTOCOLS=${PROTOCOLS:-simple extended}
 fi
 SYNC_COMMITS=${SYNC_COMMITS:-on off}
