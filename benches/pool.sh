@@ -3,8 +3,8 @@
 # and few server connections, next to PgBouncer, in one run.
 #
 # Usage (from anywhere; paths are relative to the repository root):
-#   benches/pool.sh                     # full run, about 13 minutes (+ build)
-#   QUICK=1 benches/pool.sh             # smoke run, about 2 minutes (+ build)
+#   benches/pool.sh                     # full run, about 11 minutes (+ build)
+#   QUICK=1 benches/pool.sh             # smoke run, about 1.5 minutes (+ build)
 #
 # What it does:
 #   1. builds pgsplit (cargo build --release) and copies the binary into a

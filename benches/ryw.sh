@@ -3,8 +3,8 @@
 # read-write port, with synchronous_commit on and off, in one run.
 #
 # Usage (from anywhere; paths are relative to the repository root):
-#   benches/ryw.sh                      # full run, about 12 minutes (+ build)
-#   QUICK=1 benches/ryw.sh              # smoke run, about 2 minutes (+ build)
+#   benches/ryw.sh                      # full run, about 10 minutes (+ build)
+#   QUICK=1 benches/ryw.sh              # smoke run, about 1.5 minutes (+ build)
 #
 # What it does:
 #   1. builds pgsplit (cargo build --release) and copies the binary into a
