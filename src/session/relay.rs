@@ -282,7 +282,11 @@ impl<'a> Relay<'a> {
 
     /// Runs until the client leaves, a server is lost mid-request, or
     /// shutdown finds the session idle; then gives its connections back.
-    pub async fn run(mut self) -> (Result<Outcome, Failure>, Traffic) {
+    ///
+    /// Boxed: an idle session is mostly this future, and an `async fn`
+    /// taking the relay by value would hold it twice (the argument and the
+    /// local it is moved into).
+    pub async fn run(mut self: Box<Self>) -> (Result<Outcome, Failure>, Traffic) {
         let result = self.turns().await;
         self.finish(&result);
         (result, self.traffic)
