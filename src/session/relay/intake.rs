@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 
 use super::{CopyIn, Failure, Intake, Net, Relay, Request, Unsynced, HIGH_WATER};
 use crate::router::{self, Decision, Flow, Listener, On, Route, To};
-use crate::session::batch::{Batch, End};
+use crate::session::batch::{Batch, End, Kind};
 use crate::session::error::SessionError;
 use crate::session::forward::{forward, Ends};
 use crate::session::state::TxStatus;
@@ -188,6 +188,15 @@ impl Relay<'_> {
             waited,
             looked_up,
             home: self.home_on(),
+            known_parse: batch
+                .lone_named_parse()
+                .is_some_and(|parse| match &parse.kind {
+                    Kind::Parse { body, .. } => self
+                        .shared
+                        .statements
+                        .proven(parse.slice(&self.client_in, body)),
+                    _ => false,
+                }),
         };
         let decision = router::route(&input);
         if tracing::enabled!(tracing::Level::TRACE) {
