@@ -42,6 +42,23 @@ struct StatementLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerBytesLabels {
+    listener: &'static str,
+    target: &'static str,
+    direction: &'static str,
+}
+
+/// Bytes between pgsplit and the servers of one target kind, for one
+/// listener.
+#[derive(Clone, Debug)]
+pub struct ServerBytes {
+    /// Sent to servers (client requests, and pgsplit's own on their behalf).
+    pub sent: Counter,
+    /// Received from servers.
+    pub received: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -105,6 +122,10 @@ pub struct ListenerMetrics {
     /// The same for requests served by a replica.
     pub duration_replica: Histogram,
     statements: Family<StatementLabels, Counter>,
+    /// Server bytes of sessions on this listener, to and from the primary.
+    pub primary_bytes: ServerBytes,
+    /// The same for replicas.
+    pub replica_bytes: ServerBytes,
 }
 
 impl ListenerMetrics {
@@ -120,6 +141,15 @@ impl ListenerMetrics {
                 reason,
             })
             .inc_by(n);
+    }
+
+    /// The server byte counters for connections to a replica or not.
+    pub fn server_bytes(&self, replica: bool) -> &ServerBytes {
+        if replica {
+            &self.replica_bytes
+        } else {
+            &self.primary_bytes
+        }
     }
 
     /// Counts an error sent to a client, by SQLSTATE.
@@ -149,6 +179,7 @@ pub struct Metrics {
     server_connections: Family<ServerLabels, Gauge>,
     pool_waiting: Family<BackendLabel, Gauge>,
     pool_wait_seconds: Family<BackendLabel, Histogram>,
+    backend_statements: Family<BackendLabel, Counter>,
     internal_queries: Family<InternalLabels, Counter>,
     prepared: [Counter; 3],
     pins: Family<CauseLabel, Counter>,
@@ -262,6 +293,18 @@ impl Metrics {
             "pgsplit_pool_wait_seconds",
             "How long sessions waited for a server connection when all were in use",
             pool_wait_seconds.clone(),
+        );
+        let backend_statements = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "pgsplit_backend_statements",
+            "Requests served by each backend (client requests, not pgsplit's own queries)",
+            backend_statements.clone(),
+        );
+        let server_bytes = Family::<ServerBytesLabels, Counter>::default();
+        registry.register(
+            "pgsplit_server_bytes",
+            "Bytes between pgsplit and servers, by the sessions' listener, target (primary, replica) and direction (sent, received)",
+            server_bytes.clone(),
         );
         let internal_queries = Family::<InternalLabels, Counter>::default();
         registry.register(
@@ -389,6 +432,23 @@ impl Metrics {
             };
             let duration_primary = duration("primary");
             let duration_replica = duration("replica");
+            let bytes_of = |target, direction| {
+                server_bytes
+                    .get_or_create(&ServerBytesLabels {
+                        listener: l.as_str(),
+                        target,
+                        direction,
+                    })
+                    .clone()
+            };
+            let primary_bytes = ServerBytes {
+                sent: bytes_of("primary", "sent"),
+                received: bytes_of("primary", "received"),
+            };
+            let replica_bytes = ServerBytes {
+                sent: bytes_of("replica", "sent"),
+                received: bytes_of("replica", "received"),
+            };
             ListenerMetrics {
                 listener: l,
                 connections: connections_now,
@@ -399,6 +459,8 @@ impl Metrics {
                 duration_primary,
                 duration_replica,
                 statements: statements.clone(),
+                primary_bytes,
+                replica_bytes,
             }
         };
         Metrics {
@@ -416,6 +478,7 @@ impl Metrics {
             server_connections,
             pool_waiting,
             pool_wait_seconds,
+            backend_statements,
             internal_queries,
             prepared,
             pins,
@@ -443,11 +506,13 @@ impl Metrics {
         let idle = state("idle");
         let waiting = self.pool_waiting.get_or_create(&label).clone();
         let wait_seconds = self.pool_wait_seconds.get_or_create(&label).clone();
+        let served = self.backend_statements.get_or_create(&label).clone();
         PoolGauges {
             in_use,
             idle,
             waiting,
             wait_seconds,
+            served,
         }
     }
 
@@ -553,6 +618,94 @@ impl Metrics {
     }
 }
 
+/// One sample of the exposition: a metric name, its labels and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of label `name`, or "".
+    pub fn label(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+impl Metrics {
+    /// Every sample of the exposition (what `/metrics` shows), for the
+    /// console's and the status page's summaries: one source of truth, and
+    /// nothing added to the hot path.
+    pub fn samples(&self, snapshot: &Snapshot) -> Vec<Sample> {
+        parse_samples(&self.render(snapshot))
+    }
+}
+
+/// Reads Prometheus text-format samples (`name{k="v",...} value`); comment
+/// lines and lines it cannot read are skipped.
+pub fn parse_samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name_end, mut rest) = match line.find(['{', ' ']) {
+            Some(i) => (i, &line[i..]),
+            None => continue,
+        };
+        let mut labels = Vec::new();
+        if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices();
+            let mut key = String::new();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '}' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    ',' | ' ' => {}
+                    '=' => {
+                        // A quoted value with \, \" and \n escapes.
+                        let mut value = String::new();
+                        if !matches!(chars.next(), Some((_, '"'))) {
+                            break;
+                        }
+                        while let Some((_, c)) = chars.next() {
+                            match c {
+                                '\\' => match chars.next() {
+                                    Some((_, 'n')) => value.push('\n'),
+                                    Some((_, other)) => value.push(other),
+                                    None => {}
+                                },
+                                '"' => break,
+                                other => value.push(other),
+                            }
+                        }
+                        labels.push((std::mem::take(&mut key), value));
+                    }
+                    other => key.push(other),
+                }
+            }
+            let Some(end) = end else { continue };
+            rest = &body[end..];
+        }
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse().ok()) else {
+            continue;
+        };
+        out.push(Sample {
+            name: line[..name_end].to_owned(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
 /// Rewrites OpenMetrics text as Prometheus text format 0.0.4, which every
 /// scraper reads and which lets a gauge `x` and a counter `x_total` live side
 /// by side: counter and info families are named by their samples (`x_total`,
@@ -602,5 +755,51 @@ mod tests {
         assert!(text.contains("pgsplit_client_connections_total{listener=\"read_write\"} 1"));
         assert!(text.contains("# TYPE pgsplit_build_info gauge"));
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn samples_read_back_what_render_wrote() {
+        let m = Metrics::new();
+        m.read_write.statements("replica", "read", 3);
+        m.read_only.primary_bytes.sent.inc_by(7);
+        m.pool_gauges("pg \"1\"").served.inc_by(2);
+        let samples = m.samples(&Snapshot::default());
+        let find = |name: &str, label: &str, value: &str| {
+            samples
+                .iter()
+                .find(|s| s.name == name && s.label(label) == value)
+                .map(|s| s.value)
+        };
+        assert_eq!(
+            find("pgsplit_statements_total", "reason", "read"),
+            Some(3.0)
+        );
+        let bytes = samples
+            .iter()
+            .find(|s| {
+                s.name == "pgsplit_server_bytes_total"
+                    && s.label("listener") == "read_only"
+                    && s.label("target") == "primary"
+                    && s.label("direction") == "sent"
+            })
+            .unwrap();
+        assert_eq!(bytes.value, 7.0);
+        assert_eq!(
+            find("pgsplit_backend_statements_total", "backend", "pg \"1\""),
+            Some(2.0)
+        );
+        let buckets = samples
+            .iter()
+            .filter(|s| s.name == "pgsplit_statement_duration_seconds_bucket")
+            .count();
+        assert!(buckets > 10, "{buckets}");
+        assert_eq!(
+            parse_samples("garbage{\nx one\n# c\nok 2"),
+            [Sample {
+                name: "ok".into(),
+                labels: vec![],
+                value: 2.0
+            }]
+        );
     }
 }

@@ -572,6 +572,7 @@ fn exported_metric_names() -> BTreeSet<String> {
             role: Role::Primary,
             healthy: true,
             in_rotation: false,
+            drained: false,
             lag_bytes: None,
             lag_ms: None,
             replay_lsn: None,

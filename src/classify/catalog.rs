@@ -90,6 +90,40 @@ impl Catalog {
         }
     }
 
+    /// What each database's live answer says of function `name` (for the
+    /// admin console, which belongs to no database), by database.
+    pub fn function_everywhere(&self, name: &str) -> Vec<(Box<str>, FunctionFacts)> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(Box<str>, FunctionFacts)> = entries
+            .iter()
+            .filter_map(|(key, (fact, at))| match (key, fact) {
+                (Key::Function(db, n), Fact::Function(f)) if &**n == name && at.elapsed() < TTL => {
+                    Some((db.clone(), *f))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// What each database's live answer says of relation `name`: unlogged
+    /// or not, by database.
+    pub fn relation_everywhere(&self, name: &str) -> Vec<(Box<str>, bool)> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(Box<str>, bool)> = entries
+            .iter()
+            .filter_map(|(key, (fact, at))| match (key, fact) {
+                (Key::Relation(db, n), Fact::Unlogged(u)) if &**n == name && at.elapsed() < TTL => {
+                    Some((db.clone(), *u))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The query that settles function `names` (SQL identifier syntax, as
     /// the classifier hands them out): one row per (name, overload):
     /// name, provolatile, prosrc (NULLs for a name with no function).
@@ -260,6 +294,16 @@ mod tests {
             row(&[Some("missing"), None, None]),
         ];
         c.put_functions("app", &names, &rows);
+        c.put_functions(
+            "other",
+            &["f".into()],
+            &[row(&[Some("f"), Some("v"), None])],
+        );
+        let everywhere = c.function_everywhere("f");
+        assert_eq!(everywhere.len(), 2);
+        assert_eq!((&*everywhere[0].0, everywhere[0].1.read), ("app", true));
+        assert_eq!((&*everywhere[1].0, everywhere[1].1.read), ("other", false));
+        assert!(c.function_everywhere("nope").is_empty());
         let f = |n| c.function("app", n).unwrap();
         assert_eq!((f("f").read, f("f").sets_config), (true, false));
         assert!(!f("g").read, "one volatile overload makes it a write");
@@ -282,6 +326,7 @@ mod tests {
         assert_eq!(c.relation_unlogged("app", "u"), Some(true));
         assert_eq!(c.relation_unlogged("app", "gone"), Some(true));
         assert_eq!(c.relation_unlogged("app", "never"), None);
+        assert_eq!(c.relation_everywhere("u"), [("app".into(), true)]);
     }
 
     #[test]
