@@ -75,6 +75,7 @@ pub fn spawn_all(
             topology: topology.clone(),
             interval: Duration::from_millis(config.health.interval_ms),
             timeout: Duration::from_millis(config.health.timeout_ms),
+            connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
             queries: queries(&backend.name),
         };
         let stop = stop.clone();
@@ -93,7 +94,11 @@ struct Probe {
     pg: tokio_postgres::Config,
     topology: Arc<Topology>,
     interval: Duration,
+    /// For the probe query.
     timeout: Duration,
+    /// For connecting and logging in (`limits.connect_timeout_ms`, as for
+    /// sessions' connections): a slow login is not a slow server.
+    connect_timeout: Duration,
     queries: Counter,
 }
 
@@ -137,10 +142,11 @@ impl Probe {
         client: &mut Option<tokio_postgres::Client>,
     ) -> Result<(Reading, ProbeTime), String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            let (c, connection) = timeout(self.timeout, self.pg.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| describe(&e))?;
+            let (c, connection) =
+                timeout(self.connect_timeout, self.pg.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| describe(&e))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
