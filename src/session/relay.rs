@@ -442,8 +442,7 @@ impl<'a> Relay<'a> {
                 }
                 Io::ServerWrote(Ok(n)) => {
                     self.to_server.advance(n);
-                    self.metrics().bytes_to_server.inc_by(n as u64);
-                    self.server_bytes().sent.inc_by(n as u64);
+                    self.count_sent_to_server(n);
                 }
                 Io::ServerWrote(Err(_)) => self.on_server_closed().await?,
                 Io::ClientWrote(Ok(n)) => self.sent_to_client(n),
