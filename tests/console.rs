@@ -118,6 +118,14 @@ async fn show_commands_answer_with_real_rows_through_a_driver_and_psql() {
     let reader = env.connect(env.ro).await;
     served_by(&reader).await;
 
+    // The status page loads without the admin token (it holds no data and
+    // asks for the token); what it polls does not.
+    let (code, page) = env.http_get("/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>pgsplit status</title>"));
+    assert_eq!(env.http_get("/status").await.0, 401);
+    assert_eq!(env.http_get("/events").await.0, 401);
+
     let c = console(&env).await;
 
     let backends = rows(&c, "SHOW BACKENDS").await;
@@ -722,4 +730,84 @@ async fn wire_answers_follow_pgbouncers_console() {
     assert_eq!(raw.recv().await.unwrap().0, b'Z');
     raw.send(b"X\0\0\0\x04").await;
     assert!(raw.recv().await.is_none(), "Terminate closes the console");
+}
+
+/// What a Python operator script does through psycopg 3 (a ClientCursor:
+/// the simple query protocol, as PgBouncer's console asks of drivers).
+const PSYCOPG_CONSOLE: &str = r#"
+import os, sys, psycopg
+conninfo = "host=127.0.0.1 port=%s user=app password=app dbname=pgsplit" % os.environ["PGSPLIT_RW_PORT"]
+with psycopg.connect(conninfo, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+    cur = conn.cursor()
+    cur.execute("SHOW BACKENDS")
+    columns = [d.name for d in cur.description]
+    rows = [dict(zip(columns, r)) for r in cur.fetchall()]
+    assert [r["role"] for r in rows] == ["primary", "replica", "replica"], rows
+    assert all(r["healthy"] == "yes" for r in rows), rows
+    print("backends", " ".join(r["name"] for r in rows))
+    cur.execute("EXPLAIN ROUTE INSERT INTO t VALUES (1)")
+    (row,) = cur.fetchall()
+    route = dict(zip([d.name for d in cur.description], row))
+    assert route["route"].startswith("primary ") and route["reason"] == "write", route
+    print("explain", route["route"])
+    for sql, state in [("SELECT 1", "42601"), ("SHOW DATABASES", "0A000")]:
+        try:
+            cur.execute(sql)
+        except psycopg.Error as e:
+            assert e.sqlstate == state, (sql, e.sqlstate, str(e))
+            print("refused", sql, e.sqlstate)
+        else:
+            sys.exit("%s was not refused" % sql)
+    cur.execute("SHOW VERSION")
+    print("version", cur.fetchone()[0])
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_reads_the_console() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_psycopg = std::process::Command::new(&python)
+        .args(["-c", "import psycopg"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_psycopg {
+        assert!(
+            std::env::var("PGSPLIT_SKIP_DRIVERS").is_ok_and(|v| v == "1"),
+            "{python} cannot import psycopg: run tests/drivers/install.sh \
+             (or set PGSPLIT_SKIP_DRIVERS=1 to skip driver tests)"
+        );
+        eprintln!("SKIPPED: psycopg is not installed and PGSPLIT_SKIP_DRIVERS=1");
+        return;
+    }
+    let env = Env::start(admin_setup()).await;
+    let rw = env.rw.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", PSYCOPG_CONSOLE])
+            .env("PGSPLIT_RW_PORT", rw)
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = env.cluster.nodes().iter().map(|n| n.name.clone()).collect();
+    assert!(
+        stdout.contains(&format!("backends {}", names.join(" "))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("explain primary {}", names[0])),
+        "{stdout}"
+    );
+    assert!(stdout.contains("refused SELECT 1 42601"), "{stdout}");
+    assert!(stdout.contains("refused SHOW DATABASES 0A000"), "{stdout}");
+    assert!(
+        stdout.contains(concat!("version pgsplit ", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
 }

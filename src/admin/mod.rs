@@ -121,7 +121,10 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
 
 fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    // The page itself holds no data (it asks /status and /events, sending
+    // the token a person typed into it), so a browser can load it.
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz")
+        || (req.uri().path() == "/" && req.method() == Method::GET);
     if !open && !authorized(shared, req) {
         let mut response = reply(
             StatusCode::UNAUTHORIZED,

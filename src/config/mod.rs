@@ -390,7 +390,8 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// When set, every endpoint but `/healthz` and `/readyz` (which
-    /// orchestrators probe without credentials) requires
+    /// orchestrators probe without credentials) and the status page `/`
+    /// (no data; it asks for the token and sends it) requires
     /// `Authorization: Bearer <token>`. Default: none (bind the admin
     /// address to loopback or a private network instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
