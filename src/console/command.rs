@@ -296,4 +296,20 @@ mod tests {
         let e = parse("SELECT * FROM a_very_long_table_name_that_goes_on_and_on").unwrap_err();
         assert!(e.to_string().contains("..."), "{e}");
     }
+
+    proptest::proptest! {
+        /// Whatever a client types, the parser answers without panicking,
+        /// and a refusal is 42601 or 0A000.
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_console_sqlstate(
+            text in "(?s)(SHOW|EXPLAIN ROUTE|DRAIN|PAUSE|[a-z]+)?.{0,60}"
+        ) {
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(
+                    matches!(e.sqlstate(), "42601" | "0A000"),
+                    "{text:?}: {} {e}", e.sqlstate()
+                );
+            }
+        }
+    }
 }

@@ -128,3 +128,16 @@ fn text_has_one_line_per_field() {
     assert!(text.contains("\nfunctions:    none to look up\n"), "{text}");
     assert!(text.contains("\nprimary only: no\n"), "{text}");
 }
+
+proptest::proptest! {
+    /// Any text, SQL or not, gets an explanation (unparsable text goes to
+    /// the primary), never a panic.
+    #[test]
+    fn any_text_is_explained(
+        sql in "(?s)(SELECT|INSERT|BEGIN|WITH|SET|COPY|EXPLAIN)? .{0,80}"
+    ) {
+        let e = offline(&sql);
+        proptest::prop_assert!(!e.route.is_empty());
+        proptest::prop_assert!(!e.to_text().is_empty());
+    }
+}
