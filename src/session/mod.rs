@@ -150,64 +150,75 @@ async fn run(
     };
     let login_ms = shared.config.load().limits.login_timeout_ms;
     let cancel = shared.cancels.register();
-    let logged_in = match tokio::time::timeout(
-        Duration::from_millis(login_ms),
-        Box::pin(log_in(stream, listener, shared, &admission, who)),
-    )
-    .await
-    {
-        Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
-        Ok(Err(e)) => return Err(tell(e)),
-        Ok(Ok(None)) => return Ok(Outcome::Terminated),
-        Ok(Ok(Some(entry))) => entry,
-    };
     let id = shared.session_id();
-    let logged_in = match logged_in {
-        Entry::Session(logged_in) => logged_in,
-        Entry::Console { params } => {
-            who.backend = "console".into();
-            let registered = shared.clients.register(ClientRecord::new(
-                id,
-                listener,
-                peer,
-                params,
-                Arc::from(""),
-            ));
-            let result =
-                crate::console::serve(stream, shared, &registered.record, cancel.key()).await;
-            drop(admission);
-            return match result {
-                Ok(Outcome::Shutdown) => Err(tell(SessionError::Shutdown)),
-                other => other,
-            };
-        }
-    };
-    let registered = shared.clients.register(ClientRecord::new(
-        id,
-        listener,
-        peer,
-        Arc::clone(&logged_in.login.params),
-        Arc::clone(&logged_in.login.key),
-    ));
-    let mut out = BytesMut::new();
-    encode::backend_key_data(&mut out, cancel.key());
-    encode::ready_for_query(&mut out, b'I');
-    wire::send(stream, &mut out)
+    // The client table's record outlives the relay, which borrows it.
+    let registered;
+    // In a block: what the login left (the relay takes it) must not stay
+    // in this future's state while the session runs.
+    let relay = {
+        let entry = match tokio::time::timeout(
+            Duration::from_millis(login_ms),
+            Box::pin(log_in(stream, listener, shared, &admission, who)),
+        )
         .await
-        .map_err(|e| tell(e.into()))?;
-    let relay = Relay::new(Start {
-        shared,
-        listener,
-        id,
-        record: &registered.record,
-        client: stream,
-        cancel: &cancel,
-        user: logged_in.user,
-        login: logged_in.login,
-        session: logged_in.session,
-        report_lsn: logged_in.report_lsn,
-        home: logged_in.home,
-    });
+        {
+            Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
+            Ok(Err(e)) => return Err(tell(e)),
+            Ok(Ok(None)) => return Ok(Outcome::Terminated),
+            Ok(Ok(Some(entry))) => entry,
+        };
+        let logged_in = match entry {
+            Entry::Session(logged_in) => logged_in,
+            Entry::Console { params } => {
+                who.backend = "console".into();
+                let registered = shared.clients.register(ClientRecord::new(
+                    id,
+                    listener,
+                    peer,
+                    params,
+                    Arc::from(""),
+                ));
+                let result = Box::pin(crate::console::serve(
+                    stream,
+                    shared,
+                    &registered.record,
+                    cancel.key(),
+                ))
+                .await;
+                drop(admission);
+                return match result {
+                    Ok(Outcome::Shutdown) => Err(tell(SessionError::Shutdown)),
+                    other => other,
+                };
+            }
+        };
+        registered = shared.clients.register(ClientRecord::new(
+            id,
+            listener,
+            peer,
+            Arc::clone(&logged_in.login.params),
+            Arc::clone(&logged_in.login.key),
+        ));
+        let mut out = BytesMut::new();
+        encode::backend_key_data(&mut out, cancel.key());
+        encode::ready_for_query(&mut out, b'I');
+        wire::send(stream, &mut out)
+            .await
+            .map_err(|e| tell(e.into()))?;
+        Box::new(Relay::new(Start {
+            shared,
+            listener,
+            id,
+            record: &registered.record,
+            client: stream,
+            cancel: &cancel,
+            user: logged_in.user,
+            login: logged_in.login,
+            session: logged_in.session,
+            report_lsn: logged_in.report_lsn,
+            home: logged_in.home,
+        }))
+    };
     let (result, traffic) = relay.run().await;
     who.traffic = traffic;
     drop(admission);

@@ -97,7 +97,9 @@ impl Relay<'_> {
                 }
                 Decision::WaitPositions => {
                     waited = true;
-                    self.wait_positions().await;
+                    // Rare (max_wait_ms > 0) and large: boxed, so an idle
+                    // session's state does not carry it.
+                    Box::pin(self.wait_positions()).await;
                     self.batch = batch;
                     continue;
                 }
@@ -211,8 +213,8 @@ impl Relay<'_> {
     /// Sends a batch where the router said.
     pub(super) async fn send(&mut self, batch: &Batch, route: Route) -> Result<(), Failure> {
         let at_idle = self.idle_point();
-        if at_idle {
-            if let Err(ms) = self.shared.wait_unpaused().await {
+        if at_idle && self.shared.is_paused() {
+            if let Err(ms) = Box::pin(self.shared.wait_unpaused()).await {
                 return Err(Failure {
                     error: SessionError::PauseTimeout { ms },
                     can_tell: true,
@@ -258,10 +260,12 @@ impl Relay<'_> {
             }
         }
         let mut route = route;
-        if at_idle && !self.sync_settings().await? {
+        // Replaying settings is boxed (only a session whose settings differ
+        // from the connection's pays for it).
+        if at_idle && !self.settings_synced() && !Box::pin(self.sync_settings()).await? {
             // A replica could not take the session's settings: the primary.
             self.connect_for(To::Primary, true).await?;
-            self.sync_settings().await?;
+            Box::pin(self.sync_settings()).await?;
             route.reason = router::Reason::Statement(crate::classify::Why::Session);
         }
         let at_boundary = self.open == Unsynced::Nothing;
