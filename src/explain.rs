@@ -139,6 +139,7 @@ pub fn explain(sql: &str, ctx: &Context) -> Explanation {
             waited: false,
             looked_up,
             home: None,
+            known_parse: false,
         })
     };
     let mut notes = Vec::new();
@@ -248,6 +249,7 @@ fn describe_decision(
                 Answer::DiscardAll => "DISCARD ALL of a session holding nothing".to_owned(),
                 Answer::Refuse(_) => "error 25006".to_owned(),
                 Answer::NoReplica => "error 57P03: no replica".to_owned(),
+                Answer::Parse => "ParseComplete for a statement servers already parsed".to_owned(),
             };
             (format!("answered by pgsplit ({what})"), "answered")
         }
