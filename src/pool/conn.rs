@@ -2,8 +2,9 @@
 //! of the sessions that used it (settings fingerprint, prepared statements),
 //! and pgsplit's own request/reply on it ([`exchange`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -63,6 +64,47 @@ impl Login {
             .iter()
             .find(|(k, _)| k == "database")
             .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Sessions that log in with the same parameters share one copy of them (a
+/// pooled application's clients all look alike): an idle session then holds
+/// two reference counts, not its own strings.
+#[derive(Debug, Default)]
+pub struct Logins {
+    inner: Mutex<LoginTable>,
+}
+
+#[derive(Debug, Default)]
+struct LoginTable {
+    map: HashMap<Arc<str>, Weak<[(String, String)]>>,
+    /// Sweep dead entries when the map reaches this size.
+    sweep_at: usize,
+}
+
+impl Logins {
+    /// `login`, sharing the key and parameters of a live equal one.
+    pub fn share(&self, login: Login) -> Login {
+        let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, params)) = table
+            .map
+            .get_key_value(&*login.key)
+            .and_then(|(key, params)| Some((Arc::clone(key), params.upgrade()?)))
+        {
+            return Login {
+                key,
+                params,
+                read_only: login.read_only,
+            };
+        }
+        if table.map.len() >= table.sweep_at {
+            table.map.retain(|_, params| params.strong_count() > 0);
+            table.sweep_at = (table.map.len() * 2).max(1024);
+        }
+        table
+            .map
+            .insert(Arc::clone(&login.key), Arc::downgrade(&login.params));
+        login
     }
 }
 

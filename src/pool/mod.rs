@@ -131,6 +131,7 @@ struct Backend {
 
 struct Inner {
     backends: Mutex<HashMap<Arc<str>, Backend>>,
+    logins: conn::Logins,
     per_thread: AtomicBool,
     serial: AtomicU64,
 }
@@ -146,6 +147,7 @@ impl Default for Pool {
         Pool {
             inner: Arc::new(Inner {
                 backends: Mutex::new(HashMap::new()),
+                logins: conn::Logins::default(),
                 per_thread: AtomicBool::new(false),
                 serial: AtomicU64::new(0),
             }),
@@ -549,6 +551,12 @@ impl Pool {
     }
 
     /// The cached greeting for clients of `login` on `backend`.
+    /// `login`, sharing its strings with a live session that logged in
+    /// with the same parameters (see [`conn::Logins`]).
+    pub fn share_login(&self, login: Login) -> Login {
+        self.inner.logins.share(login)
+    }
+
     pub fn greeting(&self, backend: &str, login: &Arc<str>) -> Option<Arc<Greeting>> {
         lock(&self.inner.backends)
             .get(backend)?

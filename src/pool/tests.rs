@@ -581,3 +581,26 @@ async fn a_connection_given_back_to_a_backend_that_serves_nothing_is_closed() {
     );
     assert_eq!(counts(&pool, "pg1"), (0, 0, 0), "closed, its place freed");
 }
+
+#[test]
+fn sessions_with_the_same_parameters_share_one_login() {
+    let pool = Pool::default();
+    let params = |app: &str| {
+        vec![
+            ("user".to_owned(), "app".to_owned()),
+            ("database".to_owned(), "app".to_owned()),
+            ("application_name".to_owned(), app.to_owned()),
+        ]
+    };
+    let a = pool.share_login(Login::new(params("web"), false));
+    let b = pool.share_login(Login::new(params("web"), false));
+    let c = pool.share_login(Login::new(params("batch"), false));
+    assert!(Arc::ptr_eq(&a.key, &b.key) && Arc::ptr_eq(&a.params, &b.params));
+    assert!(!Arc::ptr_eq(&a.params, &c.params));
+    // Once no session holds it, the next equal login brings its own.
+    let weak = Arc::downgrade(&a.params);
+    drop((a, b));
+    assert!(weak.upgrade().is_none());
+    let d = pool.share_login(Login::new(params("web"), false));
+    assert_eq!(d.database(), "app");
+}

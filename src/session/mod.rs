@@ -55,59 +55,106 @@ use crate::wire;
 
 /// Serves one accepted client connection to its end. Never panics on bad
 /// input; every error is answered and logged here.
-pub async fn serve(
+///
+/// A plain function returning the future (not an `async fn`): an idle
+/// session is mostly this future's state, and an `async fn` would keep each
+/// argument twice (as passed, and moved into its body).
+pub fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     listener: Listener,
     shared: Arc<Shared>,
     admission: Admission,
-) {
+) -> impl std::future::Future<Output = ()> {
     tcp.set_nodelay(true).ok();
     let started = Instant::now();
-    let metrics = shared.metrics.listener(listener);
-    metrics.connections.inc();
-    metrics.connections_total.inc();
     let mut stream = ClientStream::Plain(tcp);
     let mut who = Who::default();
-    let result = run(&mut stream, peer, listener, &shared, admission, &mut who).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let t = who.traffic;
-    match result {
-        Ok(outcome) => {
-            tracing::info!(
-                client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
-                backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
-                bytes_out = t.bytes_out, to_primary = t.to_primary, to_replica = t.to_replica,
-                end = ?outcome, "session ended"
-            );
-        }
-        Err(Failure { error, can_tell }) => {
-            if let (true, Some(code)) = (can_tell, error.sqlstate()) {
-                let mut out = BytesMut::new();
-                encode::error_response(&mut out, Severity::Fatal, code, &error.client_message());
-                let _ = stream.write_all(&out).await;
-                let _ = stream.flush().await;
-                metrics.client_error(code);
-            }
-            let code = error.sqlstate().unwrap_or("-");
-            macro_rules! log_end {
-                ($level:ident) => {
-                    tracing::$level!(
-                        client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
-                        backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
-                        bytes_out = t.bytes_out, to_primary = t.to_primary, to_replica = t.to_replica,
-                        sqlstate = code, error = %error, "session ended with an error"
-                    )
-                };
-            }
-            match error.kind() {
-                ErrorKind::Server | ErrorKind::Internal => log_end!(warn),
-                _ => log_end!(info),
-            }
-        }
+    async move {
+        let metrics = shared.metrics.listener(listener);
+        metrics.connections.inc();
+        metrics.connections_total.inc();
+        // What the end needs lives in its own future, built once the run
+        // is over: it takes no room in this one while the session runs.
+        let ended = {
+            let result = run(&mut stream, peer, listener, &shared, admission, &mut who).await;
+            let end = End {
+                peer,
+                listener,
+                started,
+                who: &who,
+                metrics,
+            };
+            end.finish(&mut stream, result)
+        };
+        ended.await;
+        metrics.connections.dec();
     }
-    let _ = stream.shutdown().await;
-    metrics.connections.dec();
+}
+
+/// How a session ended, for its last words to the client and its log line.
+struct End<'a> {
+    peer: SocketAddr,
+    listener: Listener,
+    started: Instant,
+    who: &'a Who,
+    metrics: &'a crate::metrics::ListenerMetrics,
+}
+
+impl End<'_> {
+    /// Tells the client why it ends (when it can), logs the session's end
+    /// once, and closes the stream.
+    async fn finish(self, stream: &mut ClientStream, result: Result<Outcome, Failure>) {
+        let End {
+            peer,
+            listener,
+            started,
+            who,
+            metrics,
+        } = self;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let t = who.traffic;
+        match result {
+            Ok(outcome) => {
+                tracing::info!(
+                    client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
+                    backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
+                    bytes_out = t.bytes_out, to_primary = t.to_primary, to_replica = t.to_replica,
+                    end = ?outcome, "session ended"
+                );
+            }
+            Err(Failure { error, can_tell }) => {
+                if let (true, Some(code)) = (can_tell, error.sqlstate()) {
+                    let mut out = BytesMut::new();
+                    encode::error_response(
+                        &mut out,
+                        Severity::Fatal,
+                        code,
+                        &error.client_message(),
+                    );
+                    let _ = stream.write_all(&out).await;
+                    let _ = stream.flush().await;
+                    metrics.client_error(code);
+                }
+                let code = error.sqlstate().unwrap_or("-");
+                macro_rules! log_end {
+                    ($level:ident) => {
+                        tracing::$level!(
+                            client = %peer, user = who.user, database = who.database, listener = listener.as_str(),
+                            backend = who.backend, duration_ms = elapsed_ms, bytes_in = t.bytes_in,
+                            bytes_out = t.bytes_out, to_primary = t.to_primary, to_replica = t.to_replica,
+                            sqlstate = code, error = %error, "session ended with an error"
+                        )
+                    };
+                }
+                match error.kind() {
+                    ErrorKind::Server | ErrorKind::Internal => log_end!(warn),
+                    _ => log_end!(info),
+                }
+            }
+        }
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// What the session log line says about the client.
@@ -314,7 +361,7 @@ async fn log_in(
             && !k.starts_with("_pq_.")
             && !k.starts_with("pgsplit.")
     }));
-    let login = Login::new(server_params, false);
+    let login = shared.pool.share_login(Login::new(server_params, false));
     shared
         .wait_unpaused()
         .await
