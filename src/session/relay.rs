@@ -103,7 +103,7 @@ struct Replay {
 
 /// Where the standby-error safety net stands (see `retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Net {
+pub enum Net {
     Off,
     Armed,
     Refused,
@@ -384,7 +384,10 @@ impl<'a> Relay<'a> {
                     self.to_server.advance(n);
                     self.metrics().bytes_to_server.inc_by(n as u64);
                 }
-                Io::ServerWrote(Err(_)) => self.on_server_closed().await?,
+                Io::ServerWrote(Err(_)) | Io::ServerFlushed(Err(_)) => {
+                    self.on_server_closed().await?
+                }
+                Io::ServerFlushed(Ok(())) => {}
                 Io::ClientWrote(Ok(n)) => self.sent_to_client(n),
                 Io::ClientFlushed(Ok(())) => self.client_dirty = false,
                 Io::ClientWrote(Err(e)) | Io::ClientFlushed(Err(e)) => {
