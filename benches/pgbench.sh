@@ -94,7 +94,7 @@ done
 # ---------------------------------------------------------------------------
 WORK=""
 TESTBED_PID=""
-PGSPLIT_PID=""
+PROXY_PID=""
 PGBOUNCER_PID=""   # the runuser wrapper
 PGBOUNCER_REAL="" # pgbouncer itself (from its pidfile)
 
@@ -102,7 +102,7 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
-    stop_pid "$PGSPLIT_PID" 10
+    stop_pid "$PROXY_PID" 10
     stop_pid "$PGBOUNCER_REAL" 10
     stop_pid "$PGBOUNCER_PID" 5
     if [[ -n $TESTBED_PID ]]; then
@@ -194,13 +194,13 @@ PGPASSWORD=app "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PRIMARY_PORT" -U a
 # ---------------------------------------------------------------------------
 # pgsplit.
 # ---------------------------------------------------------------------------
-free_port PGSPLIT_PORT
+free_port PROXY_PORT
 free_port PGSPLIT_RO_PORT
 free_port PGSPLIT_ADMIN_PORT
 {
     cat <<EOF
 [listen]
-read_write = "127.0.0.1:$PGSPLIT_PORT"
+read_write = "127.0.0.1:$PROXY_PORT"
 read_only = "127.0.0.1:$PGSPLIT_RO_PORT"
 admin = "127.0.0.1:$PGSPLIT_ADMIN_PORT"
 
@@ -218,10 +218,10 @@ EOF
 } >"$WORK/pgsplit.toml"
 
 if [[ $TARGETS == *pgsplit* ]]; then
-    log "starting pgsplit on 127.0.0.1:$PGSPLIT_PORT (worker_threads ${PGSPLIT_THREADS:-default})"
+    log "starting pgsplit on 127.0.0.1:$PROXY_PORT (worker_threads ${PGSPLIT_THREADS:-default})"
     "$PGSPLIT" --config "$WORK/pgsplit.toml" >"$WORK/pgsplit.log" 2>&1 &
-    PGSPLIT_PID=$!
-    wait_sql pgsplit "$PGSPLIT_PORT" 30
+    PROXY_PID=$!
+    wait_sql pgsplit "$PROXY_PORT" 30
 fi
 
 # ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ if [[ $TARGETS == *pgbouncer* ]]; then
         sleep 0.1
     done
     PGBOUNCER_REAL=$(tr -dc 0-9 <"$PB/pgbouncer.pid")
-    [[ -n $PGBOUNCER_REAL ]] && alive "$PGBOUNCER_REAL" || die "no pgbouncer pid"
+    alive "$PGBOUNCER_REAL" || die "no pgbouncer pid"
     wait_sql pgbouncer "$PGBOUNCER_PORT" 30
 fi
 
@@ -283,14 +283,14 @@ fi
 port_of() {
     case $1 in
     direct) echo "$PRIMARY_PORT" ;;
-    pgsplit) echo "$PGSPLIT_PORT" ;;
+    pgsplit) echo "$PROXY_PORT" ;;
     pgbouncer) echo "$PGBOUNCER_PORT" ;;
     esac
 }
 pid_of() {
     case $1 in
     direct) echo "" ;;
-    pgsplit) echo "$PGSPLIT_PID" ;;
+    pgsplit) echo "$PROXY_PID" ;;
     pgbouncer) echo "$PGBOUNCER_REAL" ;;
     esac
 }

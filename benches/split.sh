@@ -132,22 +132,10 @@ PGBOUNCER_PID=""            # the runuser wrapper
 PGBOUNCER_REAL=""           # pgbouncer itself (from its pidfile)
 
 cleanup() {
-    local rc=$? t
+    local rc=$?
     set +e
     trap - EXIT INT TERM
-    for t in "${!PGSPLIT_PID[@]}"; do
-        stop_pid "${PGSPLIT_PID[$t]}" 10
-    done
-    stop_pid "$PGBOUNCER_REAL" 10
-    stop_pid "$PGBOUNCER_PID" 5
-    if [[ -n $TESTBED_PID ]]; then
-        # The testbed stops its servers and removes its cluster dir on SIGTERM.
-        stop_pid "$TESTBED_PID" 60
-        # Its initdb template is left behind by design (see the test bed crate,
-        # testbed/); it is named after the testbed's pid, so remove exactly
-        # that one.
-        alive "$TESTBED_PID" || rm -rf "${TMPDIR:-/tmp}/pgsplit-testbed-template-$TESTBED_PID-"*
-    fi
+    stop_started
     wait 2>/dev/null
     if [[ -n $WORK && -d $WORK ]]; then
         # Keep it after a failure (logs, configs), not after Ctrl-C / SIGTERM.
@@ -173,79 +161,15 @@ read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range
 PORT_LOW=10000
 PORT_HIGH=$((EPHEMERAL_LOW > PORT_LOW + 1000 ? EPHEMERAL_LOW - 1 : 65000))
 
-psql_pg() {
-    # psql_pg PORT SQL: one value, as the postgres superuser (trust on loopback).
-    "$PSQL" -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d app -c "$2"
-}
-
-wait_replicas() {
-    # wait_replicas SECONDS: until every replica has replayed the primary's
-    # current WAL position.
-    local secs=$1 target port i ok
-    target=$(psql_pg "$PRIMARY_PORT" 'SELECT pg_current_wal_lsn()')
-    for port in $REPLICA_PORTS; do
-        ok=0
-        for ((i = 0; i < secs * 20; i++)); do
-            if [[ $(psql_pg "$port" "SELECT pg_last_wal_replay_lsn() >= '$target'::pg_lsn") == t ]]; then
-                ok=1
-                break
-            fi
-            sleep 0.05
-        done
-        ((ok)) || die "replica on port $port did not replay up to $target within ${secs}s"
-    done
-}
-
-scrape() {
-    # scrape TARGET FILE: pgsplit's /metrics (Prometheus text) into FILE.
-    curl -fsS --max-time 5 "http://127.0.0.1:${PGSPLIT_ADMIN[$1]}/metrics" >"$2" ||
-        die "could not read /metrics of $1 (port ${PGSPLIT_ADMIN[$1]})"
-}
-
-metric() {
-    # metric FILE NAME [LABEL=VALUE...]: sum of the samples of NAME whose
-    # labels include all the given ones (0 if none).
-    local file=$1 name=$2
-    shift 2
-    awk -v name="$name" -v want="$*" '
-        BEGIN { n = split(want, w, " ") }
-        /^#/ { next }
-        {
-            sample = $1
-            labels = ""
-            i = index(sample, "{")
-            if (i > 0) { labels = substr(sample, i); sample = substr(sample, 1, i - 1) }
-            if (sample != name) next
-            for (j = 1; j <= n; j++) {
-                split(w[j], kv, "=")
-                if (index(labels, kv[1] "=\"" kv[2] "\"") == 0) next
-            }
-            sum += $NF
-        }
-        END { printf "%.9g\n", sum + 0 }' "$file"
-}
-
 # ---------------------------------------------------------------------------
 # Build, work dir, cluster.
 # ---------------------------------------------------------------------------
-if [[ -z $PGSPLIT_BIN ]]; then
-    log "building pgsplit (release)"
-    cargo build --release --quiet
-    PGSPLIT_BIN=target/release/pgsplit
-fi
-[[ -x $PGSPLIT_BIN ]] || die "no pgsplit binary at $PGSPLIT_BIN"
-
-PGBOUNCER=$(command -v pgbouncer || true)
-if [[ -z $PGBOUNCER && $TARGETS == *pgbouncer* ]]; then
-    log "pgbouncer missing: apt-get install -y pgbouncer"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
-    PGBOUNCER=$(command -v pgbouncer) || die "pgbouncer still missing"
-fi
+build_pgsplit
+[[ $TARGETS == *pgbouncer* ]] && ensure_pgbouncer
 
 WORK=$(mktemp -d /tmp/pgsplit-bench-split.XXXXXX)
 chmod 755 "$WORK"
-mkdir -p "$WORK/testbed" "$OUT" "$LOGS"
+mkdir -p "$OUT" "$LOGS"
 cp "$PGSPLIT_BIN" "$WORK/pgsplit"
 PGSPLIT="$WORK/pgsplit"
 
@@ -259,27 +183,7 @@ MAX_CONNECTIONS=$(((max_clients + 2) * 5 + 100))
 ((MAX_CONNECTIONS < 300)) && MAX_CONNECTIONS=300
 
 log "starting the cluster (pgsplit testbed --replicas 2, max_connections = $MAX_CONNECTIONS)"
-"$PGSPLIT" testbed --dir "$WORK/testbed" --replicas 2 \
-    --conf "max_connections = $MAX_CONNECTIONS" >"$WORK/testbed.log" 2>&1 &
-TESTBED_PID=$!
-for ((i = 0; i < 900; i++)); do
-    [[ -s $WORK/testbed/cluster.env ]] && break
-    if ! alive "$TESTBED_PID"; then
-        cat "$WORK/testbed.log" >&2
-        die "the testbed exited before the cluster came up"
-    fi
-    sleep 0.2
-done
-[[ -s $WORK/testbed/cluster.env ]] || die "no cluster.env after 180s"
-sleep 0.2 # the file is written in one go, but be kind to slow disks
-# shellcheck disable=SC1091
-source "$WORK/testbed/cluster.env"
-PGBENCH="$PG_BIN/pgbench"
-PSQL="$PG_BIN/psql"
-[[ -x $PGBENCH ]] || PGBENCH=$(command -v pgbench)
-[[ -x $PSQL ]] || PSQL=$(command -v psql)
-TAKEN_PORTS+="$NODE_PORTS "
-[[ $(wc -w <<<"$REPLICA_PORTS") == 2 ]] || die "expected 2 replicas, got ports '$REPLICA_PORTS'"
+start_testbed 2 "max_connections = $MAX_CONNECTIONS"
 log "primary on 127.0.0.1:$PRIMARY_PORT, replicas on $REPLICA_PORTS ($CLUSTER_DIR)"
 
 log "pgbench -i -s $SCALE (directly on the primary)"
@@ -305,111 +209,34 @@ EOF
 # ---------------------------------------------------------------------------
 # pgsplit: one process per pgsplit target, differing in one setting each.
 # ---------------------------------------------------------------------------
-pgsplit_config() {
-    # pgsplit_config TARGET RW RO ADMIN: the TOML for one pgsplit target.
-    local target=$1 rw=$2 ro=$3 admin=$4 i=0 port
-    cat <<EOF
-[listen]
-read_write = "127.0.0.1:$rw"
-read_only = "127.0.0.1:$ro"
-admin = "127.0.0.1:$admin"
-EOF
-    case $target in
+pgsplit_extra() {
+    # pgsplit_extra TARGET: the TOML a pgsplit target adds to the common
+    # configuration (lib.sh's pgsplit_toml: listen ports, every node as a
+    # backend, user app).
+    case $1 in
     pgsplit) ;;
-    pgsplit-nocache) printf '\n[routing]\nclassify_cache = 0\n' ;;
-    pgsplit-off) printf '\n[consistency]\nmode = "off"\n' ;;
-    pgsplit-window) printf '\n[consistency]\nmode = "window"\n' ;;
+    pgsplit-nocache) printf '[routing]\nclassify_cache = 0\n' ;;
+    pgsplit-off) printf '[consistency]\nmode = "off"\n' ;;
+    pgsplit-window) printf '[consistency]\nmode = "window"\n' ;;
     esac
     if [[ -n $PGSPLIT_THREADS ]]; then
         printf '\n[runtime]\nworker_threads = %s\n' "$PGSPLIT_THREADS"
     fi
-    for port in $NODE_PORTS; do
-        i=$((i + 1))
-        printf '\n[[backends]]\nname = "pg%d"\naddress = "127.0.0.1:%s"\n' "$i" "$port"
-    done
-    printf '\n[[users]]\nname = "app"\npassword = "app"\n'
 }
 
 for target in $TARGETS; do
     is_pgsplit "$target" || continue
-    free_port rw
-    free_port ro
-    free_port admin
-    # shellcheck disable=SC2154 # set by free_port
-    pgsplit_config "$target" "$rw" "$ro" "$admin" >"$WORK/$target.toml"
-    log "starting $target on 127.0.0.1:$rw (admin $admin, worker_threads ${PGSPLIT_THREADS:-default})"
-    "$PGSPLIT" --config "$WORK/$target.toml" >"$WORK/$target.log" 2>&1 &
-    PGSPLIT_PID[$target]=$!
-    PGSPLIT_PORT[$target]=$rw
-    PGSPLIT_ADMIN[$target]=$admin
+    start_pgsplit "$target" "$(pgsplit_extra "$target")"
 done
 for target in "${!PGSPLIT_PID[@]}"; do
-    wait_sql "$target" "${PGSPLIT_PORT[$target]}" 30
-    # Both replicas must be in read rotation before anything is measured.
-    for ((i = 0; i < 150; i++)); do
-        scrape "$target" "$WORK/metrics.txt"
-        [[ $(metric "$WORK/metrics.txt" pgsplit_backend_in_rotation) == 2 ]] && break
-        sleep 0.2
-    done
-    [[ $(metric "$WORK/metrics.txt" pgsplit_backend_in_rotation) == 2 ]] ||
-        die "$target: the replicas did not enter read rotation within 30s"
-    # A provable read on the read-write port must reach a replica.
-    in_recovery=$(PGPASSWORD=app "$PSQL" -X -q -At -h 127.0.0.1 -p "${PGSPLIT_PORT[$target]}" \
-        -U app -d app -c 'SELECT pg_is_in_recovery()')
-    [[ $in_recovery == t ]] || die "$target: a read on the read-write port did not go to a replica"
+    wait_pgsplit "$target"
 done
 
 # ---------------------------------------------------------------------------
-# PgBouncer: refuses to run as root, so it runs as postgres from a dir it owns.
+# PgBouncer (lib.sh): transaction mode, everything to the primary.
 # ---------------------------------------------------------------------------
 if [[ $TARGETS == *pgbouncer* ]]; then
-    free_port PGBOUNCER_PORT
-    PB="$WORK/pgbouncer"
-    mkdir -p "$PB"
-    cat >"$PB/pgbouncer.ini" <<EOF
-[databases]
-app = host=127.0.0.1 port=$PRIMARY_PORT dbname=app
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGBOUNCER_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $PB/userlist.txt
-pool_mode = transaction
-default_pool_size = 40
-min_pool_size = 0
-reserve_pool_size = 0
-max_client_conn = $((max_clients + 100))
-max_db_connections = 0
-ignore_startup_parameters = extra_float_digits
-server_tls_sslmode = disable
-client_tls_sslmode = disable
-logfile = $PB/pgbouncer.log
-pidfile = $PB/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-log_pooler_errors = 1
-stats_period = 3600
-EOF
-    printf '"app" "app"\n' >"$PB/userlist.txt"
-    chown -R postgres: "$PB"
-    chmod 600 "$PB/userlist.txt"
-
-    log "starting PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}') on 127.0.0.1:$PGBOUNCER_PORT"
-    runuser -u postgres -- "$PGBOUNCER" "$PB/pgbouncer.ini" >"$PB/stderr.log" 2>&1 &
-    PGBOUNCER_PID=$!
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $PB/pgbouncer.pid ]] && break
-        alive "$PGBOUNCER_PID" || {
-            cat "$PB/stderr.log" "$PB/pgbouncer.log" >&2 2>/dev/null
-            die "pgbouncer exited"
-        }
-        sleep 0.1
-    done
-    PGBOUNCER_REAL=$(tr -dc 0-9 <"$PB/pgbouncer.pid")
-    alive "$PGBOUNCER_REAL" || die "no pgbouncer pid"
-    wait_sql pgbouncer "$PGBOUNCER_PORT" 30
+    start_pgbouncer 40 $((max_clients + 100))
 fi
 
 # ---------------------------------------------------------------------------
@@ -444,14 +271,6 @@ script_latency() {
         cur == n && /^ - latency average = / { print $5; exit }' "$1"
 }
 
-metric_delta() {
-    # metric_delta BEFORE AFTER NAME [LABEL=VALUE...]: the sum in AFTER minus
-    # the sum in BEFORE.
-    local before=$1 after=$2
-    shift 2
-    awk -v a="$(metric "$after" "$@")" -v b="$(metric "$before" "$@")" 'BEGIN { printf "%.9g", a - b }'
-}
-
 FAILED_RUNS=0
 run_one() {
     # run_one PROTOCOL CLIENTS ROUND TARGET: one pgbench run, one CSV row.
@@ -481,9 +300,15 @@ run_one() {
         ncls=$(metric_delta "$mb" "$ma" pgsplit_classify_duration_seconds_count)
         cls_us=$(awk -v t="$(metric_delta "$mb" "$ma" pgsplit_classify_duration_seconds_sum)" -v n="$ncls" \
             'BEGIN { if (n > 0) printf "%.3f", t * 1e6 / n }')
-        ryw_r=$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=replica)
-        ryw_p=$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=primary)
+        # Outcomes (src/router/reason.rs): known and waited went to a
+        # replica, primary_unknown / primary_behind / primary_window to the
+        # primary; "replica" here is known, without the waited ones.
+        ryw_r=$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=known)
         ryw_w=$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=waited)
+        ryw_p=$(awk -v a="$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=primary_unknown)" \
+            -v b="$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=primary_behind)" \
+            -v c="$(metric_delta "$mb" "$ma" pgsplit_read_your_writes_total outcome=primary_window)" \
+            'BEGIN { printf "%.9g", a + b + c }')
     fi
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$logf")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$logf")

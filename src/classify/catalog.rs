@@ -6,7 +6,7 @@
 //! the caller runs the SQL these build and feeds the rows back.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use super::functions::Settled;
@@ -26,25 +26,33 @@ pub struct FunctionFacts {
     pub sets_config: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Function(Box<str>, Box<str>),
-    Relation(Box<str>, Box<str>),
-    Oid(Box<str>, u32),
+/// One database's answers, each with when it was learned. Looked up by
+/// borrowed names: a lookup allocates nothing.
+#[derive(Debug, Default)]
+struct Database {
+    functions: HashMap<Box<str>, (FunctionFacts, Instant)>,
+    /// Relation name → unlogged.
+    relations: HashMap<Box<str>, (bool, Instant)>,
+    /// Function OID → may run on a replica.
+    oids: HashMap<u32, (bool, Instant)>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Fact {
-    Function(FunctionFacts),
-    Unlogged(bool),
-    /// A function by OID may run on a replica.
-    Allowed(bool),
+impl Database {
+    fn len(&self) -> usize {
+        self.functions.len() + self.relations.len() + self.oids.len()
+    }
 }
 
-/// See the module doc. Shared by every session.
+/// The answer, while it is trusted.
+fn fresh<T: Copy>(entry: Option<&(T, Instant)>) -> Option<T> {
+    entry.filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| *v)
+}
+
+/// See the module doc. Shared by every session; read far more often than
+/// written.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    entries: Mutex<HashMap<Key, (Fact, Instant)>>,
+    databases: RwLock<HashMap<Box<str>, Database>>,
 }
 
 /// Quotes `name` as a dollar-quoted literal pgsplit's own lookups use;
@@ -55,39 +63,31 @@ fn literal(name: &str) -> Option<String> {
 }
 
 impl Catalog {
-    fn get(&self, key: &Key) -> Option<Fact> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (fact, at) = entries.get(key)?;
-        (at.elapsed() < TTL).then_some(*fact)
+    /// Reads `database`'s answers.
+    fn read<T>(&self, database: &str, f: impl FnOnce(&Database) -> Option<T>) -> Option<T> {
+        let databases = self.databases.read().unwrap_or_else(|p| p.into_inner());
+        f(databases.get(database)?)
     }
 
-    fn put(&self, key: Key, fact: Fact) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+    /// Records answers for `database`.
+    fn write(&self, database: &str, f: impl FnOnce(&mut Database)) {
+        let mut databases = self.databases.write().unwrap_or_else(|p| p.into_inner());
+        if databases.values().map(Database::len).sum::<usize>() >= MAX_ENTRIES {
+            databases.clear();
         }
-        entries.insert(key, (fact, Instant::now()));
+        f(databases.entry(database.into()).or_default());
     }
 
     pub fn function(&self, database: &str, name: &str) -> Option<FunctionFacts> {
-        match self.get(&Key::Function(database.into(), name.into()))? {
-            Fact::Function(f) => Some(f),
-            _ => None,
-        }
+        self.read(database, |d| fresh(d.functions.get(name)))
     }
 
     pub fn relation_unlogged(&self, database: &str, name: &str) -> Option<bool> {
-        match self.get(&Key::Relation(database.into(), name.into()))? {
-            Fact::Unlogged(u) => Some(u),
-            _ => None,
-        }
+        self.read(database, |d| fresh(d.relations.get(name)))
     }
 
     pub fn function_oid(&self, database: &str, oid: u32) -> Option<bool> {
-        match self.get(&Key::Oid(database.into(), oid))? {
-            Fact::Allowed(a) => Some(a),
-            _ => None,
-        }
+        self.read(database, |d| fresh(d.oids.get(&oid)))
     }
 
     /// The query that settles function `names` (SQL identifier syntax, as
@@ -130,30 +130,30 @@ impl Catalog {
                 entry.sets_config = true;
             }
         }
-        for name in names {
-            let fact = facts.get(&**name).copied().unwrap_or(FunctionFacts {
-                read: false,
-                sets_config: false,
-            });
-            self.put(
-                Key::Function(database.into(), name.clone()),
-                Fact::Function(fact),
-            );
-        }
+        let now = Instant::now();
+        self.write(database, |d| {
+            for name in names {
+                let fact = facts.get(&**name).copied().unwrap_or(FunctionFacts {
+                    read: false,
+                    sets_config: false,
+                });
+                d.functions.insert(name.clone(), (fact, now));
+            }
+        });
     }
 
     /// Records that `names` could not be looked up: writes, for a while.
     pub fn put_unknown_functions(&self, database: &str, names: &[Box<str>]) {
-        for name in names {
-            let fact = FunctionFacts {
-                read: false,
-                sets_config: false,
-            };
-            self.put(
-                Key::Function(database.into(), name.clone()),
-                Fact::Function(fact),
-            );
-        }
+        let fact = FunctionFacts {
+            read: false,
+            sets_config: false,
+        };
+        let now = Instant::now();
+        self.write(database, |d| {
+            for name in names {
+                d.functions.insert(name.clone(), (fact, now));
+            }
+        });
     }
 
     /// The query that says which of relation `names` (last name parts, as
@@ -175,16 +175,16 @@ impl Catalog {
     /// Records the answer to [`Catalog::relations_sql`]; a name without a
     /// row is taken as unlogged (unsure: the primary).
     pub fn put_relations(&self, database: &str, names: &[Box<str>], rows: &[Vec<Option<String>>]) {
-        for name in names {
-            let unlogged = rows
-                .iter()
-                .find(|r| r.first().and_then(|n| n.as_deref()) == Some(name))
-                .is_none_or(|r| r.get(1).and_then(|v| v.as_deref()) != Some("f"));
-            self.put(
-                Key::Relation(database.into(), name.clone()),
-                Fact::Unlogged(unlogged),
-            );
-        }
+        let now = Instant::now();
+        self.write(database, |d| {
+            for name in names {
+                let unlogged = rows
+                    .iter()
+                    .find(|r| r.first().and_then(|n| n.as_deref()) == Some(name))
+                    .is_none_or(|r| r.get(1).and_then(|v| v.as_deref()) != Some("f"));
+                d.relations.insert(name.clone(), (unlogged, now));
+            }
+        });
     }
 
     /// The query that names functions called by OID: oid, proname,
@@ -213,6 +213,7 @@ impl Catalog {
         rows: &[Vec<Option<String>>],
         classifier: &Classifier,
     ) {
+        let mut answers = Vec::with_capacity(oids.len());
         for &oid in oids {
             let row = rows.iter().find(|r| {
                 r.first()
@@ -231,8 +232,14 @@ impl Catalog {
                     Settled::Unknown(_) => !volatile,
                 }
             });
-            self.put(Key::Oid(database.into(), oid), Fact::Allowed(allowed));
+            answers.push((oid, allowed));
         }
+        let now = Instant::now();
+        self.write(database, |d| {
+            for (oid, allowed) in answers {
+                d.oids.insert(oid, (allowed, now));
+            }
+        });
     }
 }
 

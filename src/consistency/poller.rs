@@ -14,7 +14,7 @@ use crate::shared::Shared;
 use crate::topology::Lsn;
 
 /// One connection per backend, by name (with the address it was opened to).
-type Clients = HashMap<String, (String, tokio_postgres::Client)>;
+type Clients = HashMap<String, (String, Arc<tokio_postgres::Client>)>;
 
 /// Runs until `stop`.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
@@ -49,12 +49,31 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
             }
+            // The replicas at once, after the primary (their positions are
+            // compared with its reading).
             let sql = "SELECT pg_catalog.pg_last_wal_replay_lsn()";
+            let mut replies = tokio::task::JoinSet::new();
             for (name, address) in in_rotation.iter().filter(|(n, _)| wanted.contains(n)) {
-                if let Some(lsn) =
-                    read_lsn(&shared, &mut clients, name, address, sql, timeout).await
+                if let Some(client) = connected(&shared, &mut clients, name, address, timeout).await
                 {
-                    shared.positions.record_replay(name, lsn);
+                    shared.metrics.internal_query(name, "position");
+                    let name = name.clone();
+                    replies.spawn(async move {
+                        let answer = tokio::time::timeout(timeout, client.simple_query(sql)).await;
+                        (name, answer)
+                    });
+                }
+            }
+            while let Some(Ok((name, answer))) = replies.join_next().await {
+                match answer {
+                    Ok(Ok(messages)) => {
+                        if let Some(lsn) = first_lsn(&messages) {
+                            shared.positions.record_replay(&name, lsn);
+                        }
+                    }
+                    _ => {
+                        clients.remove(&name);
+                    }
                 }
             }
             let interval = Duration::from_millis(config.consistency.poll_ms);
@@ -76,6 +95,33 @@ async fn read_lsn(
     sql: &str,
     timeout: Duration,
 ) -> Option<Lsn> {
+    let client = connected(shared, clients, name, address, timeout).await?;
+    shared.metrics.internal_query(name, "position");
+    match tokio::time::timeout(timeout, client.simple_query(sql)).await {
+        Ok(Ok(messages)) => first_lsn(&messages),
+        _ => {
+            clients.remove(name);
+            None
+        }
+    }
+}
+
+/// The LSN in the first row's first column.
+fn first_lsn(messages: &[SimpleQueryMessage]) -> Option<Lsn> {
+    messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+        _ => None,
+    })
+}
+
+/// `name`'s connection (a handle to it), opened if need be.
+async fn connected(
+    shared: &Shared,
+    clients: &mut Clients,
+    name: &str,
+    address: &str,
+    timeout: Duration,
+) -> Option<Arc<tokio_postgres::Client>> {
     if clients
         .get(name)
         .is_some_and(|(a, c)| a != address || c.is_closed())
@@ -92,20 +138,7 @@ async fn read_lsn(
         .await
         .ok()?
         .ok()?;
-        clients.insert(name.to_owned(), (address.to_owned(), client));
+        clients.insert(name.to_owned(), (address.to_owned(), Arc::new(client)));
     }
-    let (_, client) = clients.get(name)?;
-    shared.metrics.internal_query(name, "position");
-    let answer = tokio::time::timeout(timeout, client.simple_query(sql)).await;
-    let messages = match answer {
-        Ok(Ok(messages)) => messages,
-        _ => {
-            clients.remove(name);
-            return None;
-        }
-    };
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
-        _ => None,
-    })
+    clients.get(name).map(|(_, client)| Arc::clone(client))
 }

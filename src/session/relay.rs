@@ -360,6 +360,23 @@ impl<'a> Relay<'a> {
                     continue;
                 }
             };
+            let event = match event {
+                Io::ClientReadable => {
+                    // The client sent something: read it now, into a buffer
+                    // taken for it (an idle session holds none).
+                    self.client_in.reserve(READ_SIZE);
+                    match self.client.try_read_buf(&mut self.client_in) {
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.client_in = BytesMut::new();
+                            continue;
+                        }
+                        Some(read) => Io::ClientRead(read),
+                        // TLS: its poll reads.
+                        None => continue,
+                    }
+                }
+                other => other,
+            };
             match event {
                 Io::ClientRead(Ok(0)) => {
                     return Ok(Outcome::ClientGone {
@@ -373,7 +390,7 @@ impl<'a> Relay<'a> {
                     }
                 }
                 Io::ClientRead(Err(e)) => return Err(self.fail(SessionError::ClientIo(e))),
-                Io::ClientReadable => self.client_in.reserve(READ_SIZE),
+                Io::ClientReadable => unreachable!("read above"),
                 Io::ServerRead(Ok(0)) | Io::ServerRead(Err(_)) => self.on_server_closed().await?,
                 Io::ServerRead(Ok(_)) => {
                     if self.on_server_bytes().await? {

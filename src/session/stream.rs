@@ -29,6 +29,15 @@ impl ClientStream {
         }
     }
 
+    /// Reads what is there without waiting (plain TCP; None for TLS, which
+    /// is read through its poll).
+    pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> Option<io::Result<usize>> {
+        match self {
+            ClientStream::Plain(s) => Some(s.try_read_buf(buf)),
+            ClientStream::Tls(_) | ClientStream::Upgrading => None,
+        }
+    }
+
     /// Takes the TCP stream out for a TLS handshake; None if already TLS.
     pub fn take_plain(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, ClientStream::Upgrading) {

@@ -110,6 +110,7 @@ pub fn spawn_all(
             topology: topology.clone(),
             interval: Duration::from_millis(config.health.interval_ms),
             timeout: Duration::from_millis(config.health.timeout_ms),
+            connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
             queries: queries(&backend.name),
         };
         let stop = stop.clone();
@@ -129,7 +130,11 @@ struct Probe {
     tls: Option<Arc<ServerTls>>,
     topology: Arc<Topology>,
     interval: Duration,
+    /// For the probe query.
     timeout: Duration,
+    /// For connecting and logging in (`limits.connect_timeout_ms`, as for
+    /// sessions' connections): a slow login is not a slow server.
+    connect_timeout: Duration,
     queries: Counter,
 }
 
@@ -173,7 +178,7 @@ impl Probe {
         client: &mut Option<tokio_postgres::Client>,
     ) -> Result<(Reading, ProbeTime), String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            let c = timeout(self.timeout, connect(&self.pg, self.tls.as_deref()))
+            let c = timeout(self.connect_timeout, connect(&self.pg, self.tls.as_deref()))
                 .await
                 .map_err(|_| "connect timed out".to_string())?
                 .map_err(|e| describe(&e))?;
