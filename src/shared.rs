@@ -265,9 +265,14 @@ impl Shared {
             let mut stop = self.probe_stop.lock().unwrap_or_else(|p| p.into_inner());
             stop.cancel();
             *stop = self.shutdown.child_token();
-            crate::topology::probe::spawn_all(&self.topology, &new, self.server_tls.clone(), generation, &stop, |backend| {
-                self.metrics.internal_queries_counter(backend, "probe")
-            });
+            crate::topology::probe::spawn_all(
+                &self.topology,
+                &new,
+                self.server_tls.clone(),
+                generation,
+                &stop,
+                |backend| self.metrics.internal_queries_counter(backend, "probe"),
+            );
         }
         let backends = new.backends.len();
         self.config.store(Arc::new(new));

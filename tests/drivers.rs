@@ -504,9 +504,19 @@ async fn record_driver_traffic() {
     let rw = record::relay(env.rw, recordings.clone()).await;
     let ro = record::relay(env.ro, recordings.clone()).await;
     let scripts: [(&str, Probe, Vec<String>, &'static str); 4] = [
-        ("psycopg 3", probe_psycopg, vec![python()], "psycopg_check.py"),
+        (
+            "psycopg 3",
+            probe_psycopg,
+            vec![python()],
+            "psycopg_check.py",
+        ),
         ("asyncpg", probe_asyncpg, vec![python()], "asyncpg_check.py"),
-        ("node-postgres", probe_node_pg, vec!["node".into()], "node_pg_check.js"),
+        (
+            "node-postgres",
+            probe_node_pg,
+            vec!["node".into()],
+            "node_pg_check.js",
+        ),
         (
             "PgJDBC",
             probe_jdbc,

@@ -133,16 +133,33 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
     env.proxy().shared.set_config_path(file.clone());
 
     // SCRAM, both drivers, right and wrong.
-    login(&env, PASSWORD).await.expect("the right password logs in");
-    let e = login(&env, WRONG_PASSWORD).await.expect_err("a wrong password");
+    login(&env, PASSWORD)
+        .await
+        .expect("the right password logs in");
+    let e = login(&env, WRONG_PASSWORD)
+        .await
+        .expect_err("a wrong password");
     assert_eq!(sqlstate(&e), "28P01");
     let conninfo = format!("user={USER} dbname=app");
     let out = env.psql(env.rw, &conninfo, PASSWORD, &["-c", "SELECT 1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = env.psql(env.rw, &conninfo, WRONG_PASSWORD, &["-c", "SELECT 1"]);
     assert!(!out.status.success());
     let mut seen = String::from_utf8_lossy(&out.stderr).into_owned();
-    let scram = env.proxy().shared.users.load().get(USER).unwrap().scram.clone().unwrap();
+    let scram = env
+        .proxy()
+        .shared
+        .users
+        .load()
+        .get(USER)
+        .unwrap()
+        .scram
+        .clone()
+        .unwrap();
 
     // A password change, by reload, with md5 towards clients.
     env.cluster
@@ -152,16 +169,23 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
     let (status, reply) = http(&env, "POST", "/reload", Some(TOKEN)).await;
     assert_eq!(status, 200, "{reply}");
     seen.push_str(&reply);
-    assert_eq!(env.proxy().shared.config.load().auth.method, AuthMethod::Md5);
-    login(&env, NEW_PASSWORD).await.expect("the new password logs in (md5)");
+    assert_eq!(
+        env.proxy().shared.config.load().auth.method,
+        AuthMethod::Md5
+    );
+    login(&env, NEW_PASSWORD)
+        .await
+        .expect("the new password logs in (md5)");
     let e = login(&env, PASSWORD).await.expect_err("the old password");
     assert_eq!(sqlstate(&e), "28P01");
     let check_good = check(&file);
     assert!(check_good.contains("<redacted>"), "{check_good}");
 
     // A reload refused: a syntax error on the password's own line.
-    let bad = config_file(&env, NEW_PASSWORD, "md5")
-        .replace(&format!("\"{NEW_PASSWORD}\""), &format!("\"{NEW_PASSWORD}\" oops"));
+    let bad = config_file(&env, NEW_PASSWORD, "md5").replace(
+        &format!("\"{NEW_PASSWORD}\""),
+        &format!("\"{NEW_PASSWORD}\" oops"),
+    );
     std::fs::write(&file, &bad).unwrap();
     let (status, reply) = http(&env, "POST", "/reload", Some(TOKEN)).await;
     assert_ne!(status, 200, "{reply}");

@@ -129,10 +129,15 @@ async fn scram_channel_binding_for_clients_on_tls() {
     let env = Env::start(Setup::default().replicas(0).tweak(tls(&files, false))).await;
     let root = files.cert.display().to_string();
     // libpq: channel_binding=require fails unless the server binds.
-    let conninfo =
-        format!("user=app dbname=app sslmode=verify-full sslrootcert={root} channel_binding=require");
+    let conninfo = format!(
+        "user=app dbname=app sslmode=verify-full sslrootcert={root} channel_binding=require"
+    );
     let out = env.psql(env.rw, &conninfo, "app", &["-c", "SELECT 42"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
     // The binding does not replace the password.
     let out = env.psql(env.rw, &conninfo, "wrong", &["-c", "SELECT 1"]);
@@ -189,8 +194,9 @@ async fn channel_binding_cannot_be_had_with_md5() {
     )
     .await;
     let root = files.cert.display().to_string();
-    let conninfo =
-        format!("user=app dbname=app sslmode=verify-full sslrootcert={root} channel_binding=require");
+    let conninfo = format!(
+        "user=app dbname=app sslmode=verify-full sslrootcert={root} channel_binding=require"
+    );
     let out = env.psql(env.rw, &conninfo, "app", &["-c", "SELECT 1"]);
     assert!(!out.status.success());
     let conninfo = format!("user=app dbname=app sslmode=verify-full sslrootcert={root}");

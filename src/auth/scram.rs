@@ -295,7 +295,10 @@ mod tests {
     #[test]
     fn channel_binding_is_offered_only_with_tls_data() {
         assert_eq!(mechanisms(None), &[MECHANISM]);
-        assert_eq!(mechanisms(Some(END_POINT_DATA)), &[MECHANISM_PLUS, MECHANISM]);
+        assert_eq!(
+            mechanisms(Some(END_POINT_DATA)),
+            &[MECHANISM_PLUS, MECHANISM]
+        );
     }
 
     #[test]
@@ -330,7 +333,10 @@ mod tests {
             MECHANISM,
             ChannelBinding::unrequested(),
         );
-        assert!(matches!(e, Err(AuthError::Scram(m)) if m.contains("negotiation")), "{e:?}");
+        assert!(
+            matches!(e, Err(AuthError::Scram(m)) if m.contains("negotiation")),
+            "{e:?}"
+        );
         // Without TLS, "y" is the truth.
         bound_exchange("pw", "pw", None, MECHANISM, ChannelBinding::unrequested()).unwrap();
         // PLUS was not offered without TLS.

@@ -123,10 +123,22 @@ fn server_tls_modes_need_what_they_use() {
     for (section, key, why) in [
         ("mode = \"verify-full\"", "server_tls.ca_file", "required"),
         ("mode = \"verify-ca\"", "server_tls.ca_file", "required"),
-        ("mode = \"require\"\nca_file = \"/ca.pem\"", "server_tls.ca_file", "verify-ca"),
+        (
+            "mode = \"require\"\nca_file = \"/ca.pem\"",
+            "server_tls.ca_file",
+            "verify-ca",
+        ),
         ("ca_file = \"/ca.pem\"", "server_tls.ca_file", "not used"),
-        ("mode = \"require\"\ncert_file = \"/c.pem\"", "server_tls.cert_file", "together"),
-        ("cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"", "server_tls.cert_file", "disable"),
+        (
+            "mode = \"require\"\ncert_file = \"/c.pem\"",
+            "server_tls.cert_file",
+            "together",
+        ),
+        (
+            "cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"",
+            "server_tls.cert_file",
+            "disable",
+        ),
     ] {
         let e = err_of(&with(section));
         assert!(e.contains(key) && e.contains(why), "{section}: {e}");
@@ -137,7 +149,8 @@ fn server_tls_modes_need_what_they_use() {
 
 #[test]
 fn a_syntax_error_says_where_without_quoting_the_file() {
-    let text = format!("{ISSUE_EXAMPLE}\n[[users]]\nname = \"b\"\npassword = \"hunter2-secret\" oops\n");
+    let text =
+        format!("{ISSUE_EXAMPLE}\n[[users]]\nname = \"b\"\npassword = \"hunter2-secret\" oops\n");
     let e = err_of(&text);
     assert!(!e.contains("hunter2-secret"), "{e}");
     let line = text.lines().position(|l| l.contains("oops")).unwrap() + 1;

@@ -77,7 +77,9 @@ impl ServerStream {
             ServerStream::Tls(s) => {
                 let mut cx = Context::from_waker(Waker::noop());
                 let mut buf = ReadBuf::new(&mut probe);
-                Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf).is_pending()
+                Pin::new(s.as_mut())
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
             }
         }
     }

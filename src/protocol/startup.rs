@@ -248,14 +248,22 @@ mod tests {
         let gss = packet(GSSENC_REQUEST_CODE, b"");
         let mut n = Negotiation::default();
         assert_eq!(n.next(&gss, true, false).unwrap(), Step::RefuseGss);
-        assert_eq!(n.next(&ssl, true, false).unwrap(), Step::Ssl { accept: true });
+        assert_eq!(
+            n.next(&ssl, true, false).unwrap(),
+            Step::Ssl { accept: true }
+        );
         // Encrypted now: no request of either kind may follow.
         assert!(n.next(&ssl, true, true).is_err());
         assert!(n.next(&gss, true, true).is_err());
         let mut n = Negotiation::default();
-        assert_eq!(n.next(&ssl, false, false).unwrap(), Step::Ssl { accept: false });
+        assert_eq!(
+            n.next(&ssl, false, false).unwrap(),
+            Step::Ssl { accept: false }
+        );
         assert!(n.next(&ssl, false, false).is_err());
         let startup = packet(PROTOCOL_3_0, b"user\0app\0\0");
-        assert!(matches!(n.next(&startup, false, false).unwrap(), Step::Startup(p) if p.user() == Some("app")));
+        assert!(
+            matches!(n.next(&startup, false, false).unwrap(), Step::Startup(p) if p.user() == Some("app"))
+        );
     }
 }

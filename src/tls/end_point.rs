@@ -43,7 +43,9 @@ fn tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
             return None;
         }
         let bytes = rest.get(..n)?;
-        let len = bytes.iter().fold(0usize, |len, &b| len << 8 | usize::from(b));
+        let len = bytes
+            .iter()
+            .fold(0usize, |len, &b| len << 8 | usize::from(b));
         (len, &rest[n..])
     };
     let content = rest.get(..len)?;

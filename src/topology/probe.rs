@@ -67,7 +67,10 @@ pub async fn connect(
     let mut pg = pg.clone();
     let client = match tls {
         None => {
-            let (client, connection) = pg.ssl_mode(SslMode::Disable).connect(tokio_postgres::NoTls).await?;
+            let (client, connection) = pg
+                .ssl_mode(SslMode::Disable)
+                .connect(tokio_postgres::NoTls)
+                .await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });

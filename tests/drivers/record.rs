@@ -120,7 +120,7 @@ pub fn seeds(recordings: &[Recording]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         // Startup: the packets, then the SASL messages that log in.
         let sasl: usize = cut(tagged, |_| true)
             .iter()
-            .take_while(|(tags, _)| tags == &[b'p'])
+            .take_while(|(tags, _)| tags == b"p")
             .map(|(_, bytes)| bytes.len())
             .sum();
         let mut login = startup.to_vec();
@@ -130,7 +130,9 @@ pub fn seeds(recordings: &[Recording]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         let requests = &tagged[sasl..];
         for (tags, bytes) in cut(requests, |t| matches!(t, b'S' | b'Q' | b'H' | b'F' | b'X')) {
             if shapes.insert((b'c', tags)) {
-                out.entry("client_framing").or_default().push(bytes.to_vec());
+                out.entry("client_framing")
+                    .or_default()
+                    .push(bytes.to_vec());
             }
         }
         // The classifier: every SQL text (Query, Parse), shape byte 0.

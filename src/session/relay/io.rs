@@ -10,8 +10,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 
 use super::{Failure, Relay};
-use crate::session::error::SessionError;
 use crate::pool::stream::ServerStream;
+use crate::session::error::SessionError;
 use crate::session::stream::ClientStream;
 
 impl Relay<'_> {
