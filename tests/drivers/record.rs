@@ -76,17 +76,21 @@ fn message(buf: &[u8]) -> Option<(u8, &[u8])> {
 }
 
 /// Splits a client's bytes into its startup packets (SSLRequest,
-/// StartupMessage, ...) and the tagged messages after them.
-fn split_client(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+/// StartupMessage, ...) and the tagged messages after them; also says how
+/// many SSLRequest/GSSENCRequest packets came first (each answered by one
+/// byte, outside the tagged stream).
+fn split_client(bytes: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     let mut pos = 0;
+    let mut requests = 0;
     loop {
         let len = u32::from_be_bytes(bytes.get(pos..pos + 4)?.try_into().ok()?) as usize;
         let code = u32::from_be_bytes(bytes.get(pos + 4..pos + 8)?.try_into().ok()?);
         pos += len;
         // SSLRequest, GSSENCRequest: another packet follows.
         if code != 80_877_103 && code != 80_877_104 {
-            return Some((&bytes[..pos], &bytes[pos..]));
+            return Some((&bytes[..pos], &bytes[pos..], requests));
         }
+        requests += 1;
     }
 }
 
@@ -114,9 +118,19 @@ pub fn seeds(recordings: &[Recording]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     let mut out: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
     let mut shapes = std::collections::HashSet::new();
     for r in recordings {
-        let Some((startup, tagged)) = split_client(&r.client) else {
+        let Some((startup, tagged, requests)) = split_client(&r.client) else {
             continue;
         };
+        // The one-byte answers to SSLRequest/GSSENCRequest: 'N' (go on in
+        // plain) starts the tagged stream after it; 'S' means what follows
+        // is TLS records, of no use as seeds.
+        let Some(answers) = r.server.get(..requests) else {
+            continue;
+        };
+        if answers.iter().any(|&b| b != b'N') {
+            continue;
+        }
+        let server = &r.server[requests..];
         // Startup: the packets, then the SASL messages that log in.
         let sasl: usize = cut(tagged, |_| true)
             .iter()
@@ -154,7 +168,7 @@ pub fn seeds(recordings: &[Recording]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         }
         // The server side: each answer up to its ReadyForQuery, after the
         // login's, owed as that many plain requests (see the target).
-        let answers = cut(&r.server, |t| t == b'Z');
+        let answers = cut(server, |t| t == b'Z');
         for (tags, bytes) in answers.into_iter().skip(1) {
             if shapes.insert((b's', tags)) {
                 let mut seed = vec![1u8, 0x01, 255];
@@ -170,9 +184,15 @@ pub fn seeds(recordings: &[Recording]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     out
 }
 
+/// The longest seed kept: `fuzz/run.sh`'s `-max_len` (libFuzzer would
+/// only read the front of a longer one, and large answers are many
+/// DataRows alike).
+const MAX_SEED: usize = 16 << 10;
+
 /// Writes `seeds` under `dir/<target>/`, each file named by its SHA-256
 /// (as libFuzzer names what it finds); at most `cap` per target, the
-/// smallest first. Returns how many were written per target.
+/// smallest first, none past `MAX_SEED`. Returns how many were written per
+/// target.
 pub fn write_seeds(
     dir: &Path,
     seeds: BTreeMap<&'static str, Vec<Vec<u8>>>,
@@ -180,6 +200,7 @@ pub fn write_seeds(
 ) -> Vec<(&'static str, usize)> {
     let mut written = Vec::new();
     for (target, mut files) in seeds {
+        files.retain(|f| f.len() <= MAX_SEED);
         files.sort_by_key(|f| (f.len(), f.clone()));
         files.truncate(cap);
         let sub = dir.join(target);
