@@ -122,6 +122,13 @@ impl Proxy {
             read_write = %read_write_addr, read_only = %read_only_addr, admin = %admin_addr,
             backends = config.backends.len(), "pgsplit is listening"
         );
+        if config.admin_exposed() {
+            tracing::warn!(
+                admin = %admin_addr,
+                "the admin port is not on loopback and has no admin.token: anyone who reaches it \
+                 can read /status and /metrics, pause and reload"
+            );
+        }
         Ok(Proxy {
             shared,
             read_write_addr,

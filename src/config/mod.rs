@@ -751,6 +751,13 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// Whether the admin port is open beyond loopback without a token: then
+    /// anyone who reaches it can read `/status` and `/metrics` and pause or
+    /// reload pgsplit (logged as a warning at start).
+    pub fn admin_exposed(&self) -> bool {
+        !self.listen.admin.ip().is_loopback() && self.admin.token.is_none()
+    }
+
     /// The effective configuration as TOML, secrets redacted (for `--check`).
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();

@@ -165,4 +165,9 @@ fn every_listener_binds_loopback_by_default() {
     assert!(c.listen.admin.ip().is_loopback());
     assert!(c.listen.read_write.ip().is_loopback());
     assert!(c.listen.read_only.ip().is_loopback());
+    assert!(!c.admin_exposed());
+    let open = format!("[listen]\nadmin = \"0.0.0.0:9930\"\n{minimal}");
+    assert!(Config::parse(&open).unwrap().admin_exposed());
+    let guarded = format!("{open}[admin]\ntoken = \"t\"\n");
+    assert!(!Config::parse(&guarded).unwrap().admin_exposed());
 }
