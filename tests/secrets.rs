@@ -127,9 +127,8 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
             ),
         )
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("pgsplit-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("pgsplit.toml");
+    // In the cluster's directory: removed with it, even when this fails.
+    let file = env.cluster.dir().join("pgsplit-secrets.toml");
     env.proxy().shared.set_config_path(file.clone());
 
     // SCRAM, both drivers, right and wrong.
@@ -204,7 +203,6 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
     assert_eq!(status, 401);
     seen.push_str(&refused);
     drop(env);
-    std::fs::remove_dir_all(&dir).ok();
 
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
     // The logs saw what happened: every login and both reloads.
