@@ -17,6 +17,9 @@
 #   CLIENTS    [32]   JOBS [2]   DURATION seconds [20]   SCALE [10]
 #   POOL       pgsplit max_server_connections / PgBouncer pool size [20]
 #   CONSISTENCY  pgsplit consistency mode [lsn]
+#   SYSCALLS   1: instead of timing and profiling, a pass of each under
+#              `strace -c` printing system calls per transaction [0]
+#   WORKERS    pgsplit runtime.worker_threads [its default: one per core]
 #   PGSPLIT_BIN  a pgsplit binary to use instead of building one (it must
 #                carry debug symbols for a useful profile: the release
 #                profile keeps them, see Cargo.toml)
@@ -35,6 +38,8 @@ SCALE=${SCALE:-10}
 POOL=${POOL:-20}
 CONSISTENCY=${CONSISTENCY:-lsn}
 PGSPLIT_BIN=${PGSPLIT_BIN:-}
+SYSCALLS=${SYSCALLS:-0}
+WORKERS=${WORKERS:-}
 OUT=${OUT:-target/bench}
 PORT_LOW=20000
 PORT_HIGH=40000
@@ -80,7 +85,10 @@ max_server_connections = $POOL
 max_client_connections = 2000
 
 [consistency]
-mode = \"$CONSISTENCY\""
+mode = \"$CONSISTENCY\"
+${WORKERS:+
+[runtime]
+worker_threads = $WORKERS}"
 wait_pgsplit pgsplit
 start_pgbouncer "$POOL" 1000
 
@@ -97,8 +105,14 @@ workload_args() {
 }
 
 run_pgbench() {
-    # run_pgbench PORT PID LABEL: TPS and CPU microseconds per transaction.
-    local port=$1 pid=$2 label=$3 before after out tps txns
+    # run_pgbench PORT PID LABEL: TPS and CPU microseconds per transaction;
+    # with SYSCALLS=1, system calls per transaction instead (under strace).
+    local port=$1 pid=$2 label=$3 before after out tps txns strace_pid=""
+    if [[ $SYSCALLS == 1 ]]; then
+        strace -c -f -o "$WORK/strace-$label" -p "$pid" 2>/dev/null &
+        strace_pid=$!
+        sleep 0.5
+    fi
     before=$(cpu_ticks "$pid")
     # shellcheck disable=SC2046
     out=$(PGPASSWORD=app "$PGBENCH" -n -h 127.0.0.1 -p "$port" -U app -c "$CLIENTS" -j "$JOBS" \
@@ -109,6 +123,16 @@ run_pgbench() {
     after=$(cpu_ticks "$pid")
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    if [[ -n $strace_pid ]]; then
+        kill -INT "$strace_pid"
+        wait "$strace_pid" || true
+        printf '%-10s system calls per transaction (under strace, TPS %.1f):\n' "$label" "$tps"
+        # strace -c rows: % time, seconds, usecs/call, calls, [errors], name.
+        awk -v txns="$txns" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" && $4 / txns >= 0.01 {
+            errors = NF == 6 ? sprintf(" (%.2f failed)", $5 / txns) : ""
+            printf "    %-12s %6.2f%s\n", $NF, $4 / txns, errors }' "$WORK/strace-$label"
+        return
+    fi
     printf '%-10s TPS %10.1f   CPU us/txn %7.1f\n' "$label" "$tps" \
         "$(bc -l <<<"($after - $before) * 1000000 / $CLK_TCK / $txns")"
 }
@@ -116,6 +140,10 @@ run_pgbench() {
 mkdir -p "$OUT/profile"
 log "cluster: $(cluster_settings); $WORKLOAD -M $PROTOCOL -c $CLIENTS -j $JOBS, ${DURATION}s"
 run_pgbench "$PGBOUNCER_PORT" "$PGBOUNCER_REAL" pgbouncer
+if [[ $SYSCALLS == 1 ]]; then
+    run_pgbench "${PGSPLIT_PORT[pgsplit]}" "${PGSPLIT_PID[pgsplit]}" pgsplit
+    exit 0
+fi
 log "perf record of pgsplit"
 perf record -F 999 -g -o "$OUT/profile/perf.data" -p "${PGSPLIT_PID[pgsplit]}" 2>/dev/null &
 PERF_PID=$!

@@ -272,7 +272,7 @@ impl Metrics {
         let prepared_family = Family::<EventLabel, Counter>::default();
         registry.register(
             "pgsplit_prepared_statements",
-            "Client Parses of named statements: prepared on a server connection, reused from one, or evicted from one",
+            "Client Parses of named statements: prepared on a server connection, reused (held by the connection, or a statement servers already parsed answered by pgsplit), or evicted from one",
             prepared_family.clone(),
         );
         let prepared = ["prepared", "reused", "evicted"]

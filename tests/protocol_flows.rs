@@ -455,3 +455,89 @@ async fn a_description_on_a_replica_does_not_hold_back_a_copy_or_a_write() {
     let (tags, value) = read_until(&mut c, b'Z').await;
     assert_eq!((tags.as_str(), value.as_deref()), ("TDCZ", Some("2")));
 }
+
+/// A named Parse and its Sync (libpq's PQprepare).
+fn prepare(name: &str, sql: &str) -> Vec<u8> {
+    let body = format!("{name}\0{sql}\0\0\0");
+    [fe(b'P', body.as_bytes()), fe(b'S', b"")].concat()
+}
+
+/// Tags up to the next ReadyForQuery, errors included (as `E<sqlstate>`).
+async fn tags_until_ready(c: &mut RawClient) -> String {
+    let mut tags = String::new();
+    loop {
+        let (tag, body) = c.recv().await.expect("pgsplit answered");
+        tags.push(tag as char);
+        if tag == b'E' {
+            tags.push_str(&error_fields(&body).0);
+        }
+        if tag == b'Z' {
+            return tags;
+        }
+    }
+}
+
+/// PQprepare of a statement a server has already parsed is answered without
+/// a server connection: a pooled client preparing while every connection is
+/// busy (pgbench -M prepared, one thread for many clients) neither waits nor
+/// deadlocks, and the statement is prepared where it is first bound. One that
+/// no server parsed yet, or that failed to parse, still goes to a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_statement_is_prepared_without_a_connection() {
+    let env = Env::start(Setup::default().replicas(0).tweak(|c| {
+        c.auth.method = AuthMethod::Trust;
+        c.limits.max_server_connections = 1;
+        c.limits.server_wait_timeout_ms = 2000;
+    }))
+    .await;
+    fixture(
+        &env,
+        "CREATE TABLE prep (id int PRIMARY KEY, n int); INSERT INTO prep VALUES (1, 0)",
+    );
+    let update = "UPDATE prep SET n = n + $1 WHERE id = 1";
+    let mut a = RawClient::login_trust(env.rw, "app").await;
+    a.send(&prepare("a1", update)).await;
+    assert_eq!(tags_until_ready(&mut a).await, "1Z", "parsed by the server");
+    // A text that does not parse is not remembered as parsed.
+    a.send(&prepare("bad", "SELEC 1")).await;
+    assert_eq!(tags_until_ready(&mut a).await, "E42601Z");
+
+    // Another session holds the only connection, inside a transaction.
+    let holder = env.connect(env.rw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut b = RawClient::login_trust(env.rw, "app").await;
+    b.send(&prepare("b1", update)).await;
+    assert_eq!(
+        tags_until_ready(&mut b).await,
+        "1Z",
+        "answered at once (waiting would end in 53300)"
+    );
+    // A text no server parsed waits for a connection, and the wait ends
+    // (FATAL, like any pool wait past server_wait_timeout_ms).
+    let mut d = RawClient::login_trust(env.rw, "app").await;
+    d.send(&prepare("d1", "SELEC 1")).await;
+    assert_eq!(d.expect_fatal().await.0, "53300");
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    // Bound and run: the statement is prepared on the connection then.
+    let mut bind = b"\0b1\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&1u32.to_be_bytes());
+    bind.extend_from_slice(b"5\0\0");
+    b.send(&[fe(b'B', &bind), fe(b'E', &[0, 0, 0, 0, 0]), fe(b'S', b"")].concat())
+        .await;
+    assert_eq!(tags_until_ready(&mut b).await, "2CZ");
+    let c = env.connect(env.rw).await;
+    let n: i32 = c
+        .query_one("SELECT n FROM prep WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
+    let (_, m) = env.http_get("/metrics").await;
+    let reused: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("pgsplit_prepared_statements_total{event=\"reused\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the reused counter");
+    assert!(reused >= 1, "the local answer counts as reused: {reused}");
+}

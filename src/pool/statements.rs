@@ -14,6 +14,7 @@
 //! a connection remembers which text each such name holds there.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// What makes two prepared statements the same: the Parse body after the
@@ -22,6 +23,9 @@ use std::sync::{Arc, Mutex, Weak};
 pub struct StatementKey {
     pub id: u64,
     pub body: Box<[u8]>,
+    /// A server has answered its Parse with ParseComplete: the text parses
+    /// (pgsplit may then answer a lone Parse of it without a server).
+    pub proven: AtomicBool,
 }
 
 impl StatementKey {
@@ -36,12 +40,24 @@ impl StatementKey {
     }
 }
 
+/// The longest server-side name: the prefix and 20 digits.
+pub const MAX_NAME_LEN: usize = NAME_PREFIX.len() + 20;
+
+/// Statement `id`'s server-side name in a buffer of its own (on the stack):
+/// the buffer and the name's length.
+pub fn server_name(id: u64) -> ([u8; MAX_NAME_LEN], usize) {
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let mut rest = &mut buf[..];
+    write_server_name(id, &mut rest);
+    let len = MAX_NAME_LEN - rest.len();
+    (buf, len)
+}
+
 /// Server-side statement names are this prefix and a number.
 pub const NAME_PREFIX: &str = "pgsplit_";
 
 /// Writes `pgsplit_<id>` into `out`.
-pub fn write_server_name(id: u64, out: &mut bytes::BytesMut) {
-    use bytes::BufMut;
+pub fn write_server_name(id: u64, out: &mut impl bytes::BufMut) {
     out.put_slice(NAME_PREFIX.as_bytes());
     let mut digits = [0u8; 20];
     let mut n = id;
@@ -83,6 +99,7 @@ impl Registry {
         let key = Arc::new(StatementKey {
             id: inner.next,
             body: body.into(),
+            proven: AtomicBool::new(false),
         });
         inner.map.insert(body.into(), Arc::downgrade(&key));
         if inner.map.len() >= inner.sweep_at {
@@ -90,6 +107,17 @@ impl Registry {
             inner.sweep_at = (inner.map.len() * 2).max(1024);
         }
         key
+    }
+
+    /// Whether `body` is a statement a server has parsed (and that is still
+    /// held somewhere). Allocates nothing.
+    pub fn proven(&self, body: &[u8]) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .map
+            .get(body)
+            .and_then(Weak::upgrade)
+            .is_some_and(|key| key.proven.load(Ordering::Relaxed))
     }
 
     /// Statements alive (held by a session or a server connection).
@@ -156,6 +184,13 @@ impl ServerStatements {
         Some(victim)
     }
 
+    /// The server answered statement `id`'s Parse with ParseComplete.
+    pub fn prove(&mut self, id: u64) {
+        if let Some((key, _)) = self.held.get(&id) {
+            key.proven.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Forgets `id` (its Parse failed, or it was closed).
     pub fn remove(&mut self, id: u64) {
         self.held.remove(&id);
@@ -205,6 +240,8 @@ mod tests {
         out.extend_from_slice(b",");
         write_server_name(1234567, &mut out);
         assert_eq!(&out[..], b"pgsplit_0,pgsplit_1234567");
+        let (buf, len) = server_name(u64::MAX);
+        assert_eq!(&buf[..len], b"pgsplit_18446744073709551615");
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub fn command_complete(buf: &mut BytesMut, command_tag: &str) {
     tagged(buf, b'C', |b| put_cstr(b, command_tag.as_bytes()));
 }
 
+pub fn parse_complete(buf: &mut BytesMut) {
+    tagged(buf, b'1', |_| {});
+}
+
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     tagged(buf, b'Z', |b| b.put_u8(status));
 }

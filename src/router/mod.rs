@@ -116,6 +116,10 @@ pub enum Answer {
     Refuse(Refusal),
     /// Read-only port, no replica and `routing.no_replica = "error"`.
     NoReplica,
+    /// A lone named Parse of a statement servers already parsed, between
+    /// transactions: ParseComplete, ReadyForQuery I. The statement is
+    /// prepared on whichever connection first binds it.
+    Parse,
 }
 
 /// Why the read-only port refuses a request.
@@ -227,6 +231,9 @@ pub struct Input<'a> {
     /// What the connection the session keeps serves (pinned, or session
     /// mode), if it keeps one.
     pub home: Option<On>,
+    /// The batch's Parse is of a statement a server has already parsed
+    /// (see `pool::statements`).
+    pub known_parse: bool,
 }
 
 /// Decides where a request goes (see the module doc).
@@ -248,6 +255,16 @@ fn send(to: To, reason: Reason) -> Decision {
 
 /// Requests pgsplit answers itself, on either port.
 fn local_answer(input: &Input) -> Option<Answer> {
+    if input.known_parse
+        && input.batch.lone_named_parse().is_some()
+        && input.flow == Flow::Idle
+        && input.home.is_none()
+    {
+        // No server is needed until the statement is bound; a pooled
+        // client that prepares (libpq's PQprepare) does not wait for a
+        // connection only to hear ParseComplete.
+        return Some(Answer::Parse);
+    }
     let verdict = input.batch.single_query()?;
     if verdict.local_only {
         let bad = verdict.effects.iter().any(

@@ -104,6 +104,7 @@ struct World {
     waited: bool,
     looked_up: bool,
     home: Option<On>,
+    known_parse: bool,
     now: Instant,
     classifier: Classifier,
     registry: Registry,
@@ -130,6 +131,7 @@ impl World {
             waited: false,
             looked_up: false,
             home: None,
+            known_parse: false,
             now: Instant::now(),
             classifier: Classifier::new(&["app_read".into()], &["app_write".into()], 0),
             registry: Registry::default(),
@@ -185,6 +187,17 @@ impl World {
 
     fn pinned(mut self, cause: PinCause) -> World {
         self.session.pin(cause);
+        self
+    }
+
+    /// Servers have parsed the statement of the batch's Parse.
+    fn known_parse(mut self) -> World {
+        self.known_parse = true;
+        self
+    }
+
+    fn home(mut self, on: On) -> World {
+        self.home = Some(on);
         self
     }
 
@@ -257,6 +270,7 @@ impl World {
             waited: self.waited,
             looked_up: self.looked_up,
             home: self.home,
+            known_parse: self.known_parse,
         })
     }
 }
@@ -345,6 +359,7 @@ fn answer_kind(a: &Answer) -> &'static str {
         Answer::DiscardAll => "discard_all",
         Answer::Refuse(_) => "refused",
         Answer::NoReplica => "no_replica",
+        Answer::Parse => "parse",
     }
 }
 

@@ -198,6 +198,22 @@ impl Batch {
         }
     }
 
+    /// The batch is a named Parse and its Sync, nothing else (what libpq's
+    /// PQprepare sends): that Parse.
+    pub fn lone_named_parse(&self) -> Option<&Msg> {
+        match &self.msgs[..] {
+            [parse @ Msg {
+                kind: Kind::Parse { name, .. },
+                ..
+            }, sync]
+                if !name.is_empty() && sync.tag == tag::SYNC =>
+            {
+                Some(parse)
+            }
+            _ => None,
+        }
+    }
+
     /// Verdicts of its SQL (Queries and Parses), in order.
     pub fn verdicts(&self) -> impl Iterator<Item = &Arc<Verdict>> {
         self.msgs.iter().filter_map(|m| match &m.kind {

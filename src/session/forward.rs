@@ -18,7 +18,7 @@ use super::batch::{Batch, End, Kind, Msg};
 use super::replies::{Await, Item, Replies, Standin};
 use super::state::{sql_hash, Prepared, SessionState, SqlStatement, Unnamed};
 use crate::classify::Effect;
-use crate::pool::statements::{write_server_name, Registry, ServerStatements, SqlName};
+use crate::pool::statements::{server_name, Registry, ServerStatements, SqlName};
 use crate::protocol::{encode, tag};
 
 /// What forwarding a batch did, for metrics.
@@ -83,11 +83,10 @@ fn put_msg(out: &mut BytesMut, t: u8, parts: &[&[u8]]) {
 /// Writes `msg` with the name at `name` (a range within it) replaced by the
 /// shared statement `id`'s server name.
 fn put_renamed(out: &mut BytesMut, wire: &[u8], name: &std::ops::Range<usize>, id: u64) {
-    let mut server_name = BytesMut::with_capacity(24);
-    write_server_name(id, &mut server_name);
+    let (server_name, len) = server_name(id);
     let before = &wire[5..name.start];
     let after = &wire[name.end..];
-    put_msg(out, wire[0], &[before, &server_name, after]);
+    put_msg(out, wire[0], &[before, &server_name[..len], after]);
 }
 
 fn quote_ident(name: &str) -> String {
@@ -145,9 +144,8 @@ pub fn forward(
             prefix_items.push(Item::Own(Await::Close));
             done.evicted += 1;
         }
-        let mut name = BytesMut::with_capacity(24);
-        write_server_name(id_key.id, &mut name);
-        put_msg(prefix, tag::PARSE, &[&name, b"\0", &id_key.body]);
+        let (name, len) = server_name(id_key.id);
+        put_msg(prefix, tag::PARSE, &[&name[..len], b"\0", &id_key.body]);
         prefix_items.push(Item::Own(Await::Parse {
             statement: Some(id_key.id),
         }));
@@ -344,9 +342,8 @@ fn awaited_other(msg: &Msg) -> Option<Await> {
 }
 
 fn put_close_statement(out: &mut BytesMut, id: u64) {
-    let mut name = BytesMut::with_capacity(24);
-    write_server_name(id, &mut name);
-    put_msg(out, tag::CLOSE, &[b"S", &name, b"\0"]);
+    let (name, len) = server_name(id);
+    put_msg(out, tag::CLOSE, &[b"S", &name[..len], b"\0"]);
 }
 
 /// The unnamed statement a Bind/Describe without a Parse in its batch

@@ -136,35 +136,39 @@ async fn run(
     };
     let login_ms = shared.config.load().limits.login_timeout_ms;
     let cancel = shared.cancels.register();
-    let logged_in = match tokio::time::timeout(
-        Duration::from_millis(login_ms),
-        Box::pin(log_in(stream, listener, shared, &admission, who)),
-    )
-    .await
-    {
-        Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
-        Ok(Err(e)) => return Err(tell(e)),
-        Ok(Ok(None)) => return Ok(Outcome::Terminated),
-        Ok(Ok(Some(logged_in))) => logged_in,
-    };
-    let mut out = BytesMut::new();
-    encode::backend_key_data(&mut out, cancel.key());
-    encode::ready_for_query(&mut out, b'I');
-    wire::send(stream, &mut out)
+    // In a block: what the login left (the relay takes it) must not stay
+    // in this future's state while the session runs.
+    let relay = {
+        let logged_in = match tokio::time::timeout(
+            Duration::from_millis(login_ms),
+            Box::pin(log_in(stream, listener, shared, &admission, who)),
+        )
         .await
-        .map_err(|e| tell(e.into()))?;
-    let relay = Relay::new(Start {
-        shared,
-        listener,
-        id: shared.session_id(),
-        client: stream,
-        cancel: &cancel,
-        user: logged_in.user,
-        login: logged_in.login,
-        session: logged_in.session,
-        report_lsn: logged_in.report_lsn,
-        home: logged_in.home,
-    });
+        {
+            Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
+            Ok(Err(e)) => return Err(tell(e)),
+            Ok(Ok(None)) => return Ok(Outcome::Terminated),
+            Ok(Ok(Some(logged_in))) => logged_in,
+        };
+        let mut out = BytesMut::new();
+        encode::backend_key_data(&mut out, cancel.key());
+        encode::ready_for_query(&mut out, b'I');
+        wire::send(stream, &mut out)
+            .await
+            .map_err(|e| tell(e.into()))?;
+        Box::new(Relay::new(Start {
+            shared,
+            listener,
+            id: shared.session_id(),
+            client: stream,
+            cancel: &cancel,
+            user: logged_in.user,
+            login: logged_in.login,
+            session: logged_in.session,
+            report_lsn: logged_in.report_lsn,
+            home: logged_in.home,
+        }))
+    };
     let (result, traffic) = relay.run().await;
     who.traffic = traffic;
     drop(admission);

@@ -25,6 +25,7 @@ use io::{next_change, poll_io, Buffers, Io};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -281,7 +282,11 @@ impl<'a> Relay<'a> {
 
     /// Runs until the client leaves, a server is lost mid-request, or
     /// shutdown finds the session idle; then gives its connections back.
-    pub async fn run(mut self) -> (Result<Outcome, Failure>, Traffic) {
+    ///
+    /// Boxed: an idle session is mostly this future, and an `async fn`
+    /// taking the relay by value would hold it twice (the argument and the
+    /// local it is moved into).
+    pub async fn run(mut self: Box<Self>) -> (Result<Outcome, Failure>, Traffic) {
         let result = self.turns().await;
         self.finish(&result);
         (result, self.traffic)
@@ -365,7 +370,10 @@ impl<'a> Relay<'a> {
                     // The client sent something: read it now, into a buffer
                     // taken for it (an idle session holds none).
                     self.client_in.reserve(READ_SIZE);
-                    match self.client.try_read_buf(&mut self.client_in) {
+                    let (client, buf) = (&mut *self.client, &mut self.client_in);
+                    let read =
+                        std::future::poll_fn(|cx| Poll::Ready(client.read_now(cx, buf))).await;
+                    match read {
                         Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             self.client_in = BytesMut::new();
                             continue;

@@ -92,6 +92,9 @@ pub struct Replies {
     /// Shared statements whose Parse failed or was skipped: the connection
     /// does not hold them (see [`Replies::take_unprepared`]).
     unprepared: Vec<u64>,
+    /// Shared statements whose Parse the server completed (see
+    /// [`Replies::take_parsed`]).
+    parsed: Vec<u64>,
 }
 
 impl Replies {
@@ -116,6 +119,11 @@ impl Replies {
     /// Statements the connection turned out not to hold, since last asked.
     pub fn take_unprepared(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.unprepared)
+    }
+
+    /// Statements the server reported parsed, since last asked.
+    pub fn take_parsed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.parsed)
     }
 
     /// Forgets everything owed (the connection is gone).
@@ -298,7 +306,17 @@ impl Replies {
             Await::Ready => false,
         };
         if completes {
-            self.items.pop_front();
+            if let Some(
+                Item::Client(Await::Parse {
+                    statement: Some(id),
+                })
+                | Item::Own(Await::Parse {
+                    statement: Some(id),
+                }),
+            ) = self.items.pop_front()
+            {
+                self.parsed.push(id);
+            }
         }
         let event = if t == tag::COPY_IN_RESPONSE && !own {
             Event::CopyIn

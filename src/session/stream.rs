@@ -30,10 +30,19 @@ impl ClientStream {
     }
 
     /// Reads what is there without waiting (plain TCP; None for TLS, which
-    /// is read through its poll).
-    pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> Option<io::Result<usize>> {
+    /// is read through its poll). Through the socket's poll, not a bare
+    /// `try_read`: a short read tells tokio the socket is drained, so the
+    /// next turn does not ask the kernel again only to hear EAGAIN.
+    pub fn read_now(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Option<io::Result<usize>> {
         match self {
-            ClientStream::Plain(s) => Some(s.try_read_buf(buf)),
+            ClientStream::Plain(s) => match tokio_util::io::poll_read_buf(Pin::new(s), cx, buf) {
+                Poll::Ready(read) => Some(read),
+                Poll::Pending => Some(Err(io::ErrorKind::WouldBlock.into())),
+            },
             ClientStream::Tls(_) | ClientStream::Upgrading => None,
         }
     }

@@ -711,3 +711,55 @@ fn lsn_tokens_are_parsed_by_the_session() {
     let world = world.did("RESET pgsplit.min_lsn");
     assert_eq!(world.session.floor.lsn, None);
 }
+
+#[test]
+fn a_lone_parse_of_a_statement_servers_know_is_answered_between_transactions() {
+    let select = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+    run(vec![
+        (
+            "PQprepare of a known statement",
+            w().known_parse(),
+            vec![parse("P0_1", select), sync()],
+            Want::Answer("parse"),
+        ),
+        (
+            "a write's text too (nothing runs until it is bound)",
+            w().known_parse(),
+            vec![parse("P0_2", "UPDATE t SET a = $1"), sync()],
+            Want::Answer("parse"),
+        ),
+        (
+            "not yet parsed by a server: it goes to one",
+            w(),
+            vec![parse("P0_1", select), sync()],
+            Want::AnyReplica,
+        ),
+        (
+            "with a Describe the server's answer is needed",
+            w().known_parse(),
+            vec![parse("P0_1", select), describe("P0_1"), sync()],
+            Want::AnyReplica,
+        ),
+        (
+            "the unnamed statement",
+            w().known_parse(),
+            vec![parse("", select), sync()],
+            Want::AnyReplica,
+        ),
+        (
+            "inside a transaction it follows the transaction",
+            w().known_parse().flow(Flow::InTransaction {
+                on: On::Primary,
+                failed: false,
+            }),
+            vec![parse("P0_1", select), sync()],
+            Want::Current("transaction"),
+        ),
+        (
+            "a session that keeps a connection sends it on (not answered)",
+            w().known_parse().home(On::Primary),
+            vec![parse("P0_1", select), sync()],
+            Want::AnyReplica,
+        ),
+    ]);
+}

@@ -11,8 +11,10 @@ use crate::protocol::encode::{self, Severity};
 use crate::protocol::frame::split_frame;
 use crate::protocol::tag;
 use crate::router::{Answer, Refusal};
-use crate::session::batch::{Batch, End};
+use crate::session::batch::{Batch, End, Kind};
+use crate::session::state::Prepared;
 use crate::session::state::{Staged, TxStatus};
+use std::sync::Arc;
 
 impl Relay<'_> {
     /// Answers `batch` without a server.
@@ -65,6 +67,28 @@ impl Relay<'_> {
                 "25P02",
                 "current transaction is aborted, commands ignored until end of transaction block",
             ),
+            Answer::Parse => {
+                if let Some(parse) = batch.lone_named_parse() {
+                    if let Kind::Parse {
+                        name,
+                        body,
+                        verdict,
+                    } = &parse.kind
+                    {
+                        let bytes = &self.client_in[..batch.len];
+                        let key = self.shared.statements.intern(parse.slice(bytes, body));
+                        self.session.statements.named.insert(
+                            parse.slice(bytes, name).into(),
+                            Arc::new(Prepared {
+                                key,
+                                verdict: Arc::clone(verdict),
+                            }),
+                        );
+                    }
+                }
+                self.shared.metrics.prepared_statements(0, 1, 0);
+                encode::parse_complete(&mut out);
+            }
             Answer::DiscardAll => {
                 self.session.discard_all();
                 encode::command_complete(&mut out, "DISCARD ALL");

@@ -17,6 +17,14 @@ use crate::session::server::Leaving;
 const OWN_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Relay<'_> {
+    /// Whether the connection already has the session's settings (or
+    /// there is none).
+    pub(super) fn settings_synced(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_none_or(|leased| leased.conn.settings == self.session.settings.fingerprint())
+    }
+
     /// Brings the active connection to the session's settings (one round
     /// trip, only when its fingerprint differs). Returns false when a
     /// replica could not take them (the caller goes to the primary); on the

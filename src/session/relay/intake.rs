@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 
 use super::{CopyIn, Failure, Intake, Net, Relay, Request, Unsynced, HIGH_WATER};
 use crate::router::{self, Decision, Flow, Listener, On, Route, To};
-use crate::session::batch::{Batch, End};
+use crate::session::batch::{Batch, End, Kind};
 use crate::session::error::SessionError;
 use crate::session::forward::{forward, Ends};
 use crate::session::state::TxStatus;
@@ -97,7 +97,9 @@ impl Relay<'_> {
                 }
                 Decision::WaitPositions => {
                     waited = true;
-                    self.wait_positions().await;
+                    // Rare (max_wait_ms > 0) and large: boxed, so an idle
+                    // session's state does not carry it.
+                    Box::pin(self.wait_positions()).await;
                     self.batch = batch;
                     continue;
                 }
@@ -186,6 +188,15 @@ impl Relay<'_> {
             waited,
             looked_up,
             home: self.home_on(),
+            known_parse: batch
+                .lone_named_parse()
+                .is_some_and(|parse| match &parse.kind {
+                    Kind::Parse { body, .. } => self
+                        .shared
+                        .statements
+                        .proven(parse.slice(&self.client_in, body)),
+                    _ => false,
+                }),
         };
         let decision = router::route(&input);
         if tracing::enabled!(tracing::Level::TRACE) {
@@ -211,8 +222,8 @@ impl Relay<'_> {
     /// Sends a batch where the router said.
     pub(super) async fn send(&mut self, batch: &Batch, route: Route) -> Result<(), Failure> {
         let at_idle = self.idle_point();
-        if at_idle {
-            if let Err(ms) = self.shared.wait_unpaused().await {
+        if at_idle && self.shared.is_paused() {
+            if let Err(ms) = Box::pin(self.shared.wait_unpaused()).await {
                 return Err(Failure {
                     error: SessionError::PauseTimeout { ms },
                     can_tell: true,
@@ -258,10 +269,12 @@ impl Relay<'_> {
             }
         }
         let mut route = route;
-        if at_idle && !self.sync_settings().await? {
+        // Replaying settings is boxed (only a session whose settings differ
+        // from the connection's pays for it).
+        if at_idle && !self.settings_synced() && !Box::pin(self.sync_settings()).await? {
             // A replica could not take the session's settings: the primary.
             self.connect_for(To::Primary, true).await?;
-            self.sync_settings().await?;
+            Box::pin(self.sync_settings()).await?;
             route.reason = router::Reason::Statement(crate::classify::Why::Session);
         }
         let at_boundary = self.open == Unsynced::Nothing;

@@ -127,9 +127,13 @@ impl Relay<'_> {
             self.server_fatal |= fatal && action == Action::Forward;
             self.pass(wire, action);
             let unprepared = self.replies.take_unprepared();
+            let parsed = self.replies.take_parsed();
             if let Some(active) = self.active.as_mut() {
                 for id in unprepared {
                     active.conn.statements.remove(id);
+                }
+                for id in parsed {
+                    active.conn.statements.prove(id);
                 }
             }
         }

@@ -485,8 +485,11 @@ fn statements_whose_parse_failed_or_was_skipped_are_unprepared() {
     );
     assert_eq!(replies.take_unprepared(), [2, 3], "1 was prepared");
     assert!(replies.take_unprepared().is_empty(), "taken once");
+    assert_eq!(replies.take_parsed(), [1], "the server parsed 1");
     drive(&mut replies, &[], "Z1Z");
     assert!(replies.take_unprepared().is_empty(), "4 was prepared");
+    assert_eq!(replies.take_parsed(), [4], "and then 4");
+    assert!(replies.take_parsed().is_empty(), "taken once");
     assert!(replies.is_empty());
 }
 
