@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgsplit's demo and tests need when it is missing, on a fresh
-# Debian/Ubuntu machine: PostgreSQL (server binaries and psql), and libclang,
-# which the pg_query crate's build (bindgen) needs. Idempotent.
+# Debian/Ubuntu machine: PostgreSQL (server binaries and psql), libclang,
+# which the pg_query crate's build (bindgen) needs, and Chromium for the
+# status page's browser test. Idempotent.
 set -euo pipefail
 
 as_root() {
@@ -14,6 +15,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PGSPLIT_PG_B
 fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
+# Headless Chromium for the status page's browser test (tests/status_page.rs).
+command -v "${PGSPLIT_CHROMIUM:-chromium}" >/dev/null 2>&1 || missing+=(chromium)
 # libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which
 # some images carry without it.
 if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 \

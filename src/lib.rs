@@ -16,6 +16,9 @@
 //! - [`pool`]: server connections, pooled per backend and login; shared prepared statements.
 //! - [`session`]: one client's life: login, the batch, its state, the relay.
 //! - [`cancel`]: client cancel keys mapped to server connections.
+//! - [`clients`]: the client table (one compact record per session) for the console.
+//! - [`console`]: the admin console on the client ports (database `pgsplit`).
+//! - [`explain`]: a statement's route in a fresh session, without running it.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`error`]: error kinds and SQLSTATEs.
@@ -26,9 +29,12 @@ pub mod app;
 pub mod auth;
 pub mod cancel;
 pub mod classify;
+pub mod clients;
 pub mod config;
 pub mod consistency;
+pub mod console;
 pub mod error;
+pub mod explain;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;

@@ -23,7 +23,6 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
-    #[cfg(feature = "demo")]
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -34,16 +33,27 @@ enum LogFormat {
     Json,
 }
 
-// Subcommands that start a local cluster through the test bed: only with the
-// `demo` feature (on by default), so the container's binary has none.
-#[cfg(feature = "demo")]
+// Subcommands that start a local cluster through the test bed exist only with
+// the `demo` feature (on by default), so the container's binary has none.
 #[derive(clap::Subcommand)]
 enum Command {
+    /// Print where a statement would go in a fresh read-write session, and why.
+    ///
+    /// Offline: no cluster, a stand-in primary and replica, the built-in
+    /// function lists (plus the [routing] lists of --config when given). A
+    /// function those lists do not settle would be looked up in pg_proc by a
+    /// session; here it counts as a write.
+    Explain {
+        /// The SQL text, as a client would send it in one Query.
+        sql: String,
+    },
     /// Start a local primary and two replicas with pgsplit in front, show where
     /// statements go, and keep running until Ctrl-C.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Start a local primary and replicas for scripts (benchmarks); writes
     /// their ports to DIR/cluster.env and runs until SIGTERM or Ctrl-C.
+    #[cfg(feature = "demo")]
     Testbed(demo::TestbedArgs),
 }
 
@@ -66,12 +76,15 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    #[cfg(feature = "demo")]
     if let Some(command) = cli.command {
-        // The demo talks to a person on stdout; keep the proxy's log to warnings.
+        // Subcommands talk to a person on stdout; keep the proxy's log to
+        // warnings.
         init_logging(cli.log_format, "warn");
         return exit_code(match command {
+            Command::Explain { sql } => explain(&sql, cli.config),
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo::demo(args),
+            #[cfg(feature = "demo")]
             Command::Testbed(args) => demo::testbed(args),
         });
     }
@@ -87,6 +100,25 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `pgsplit explain "<sql>"`: see [`pgsplit::explain`].
+fn explain(sql: &str, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    if sql.trim().is_empty() {
+        anyhow::bail!("give a statement: pgsplit explain \"SELECT ...\"");
+    }
+    let (consistency, routing) = match config_path {
+        Some(path) => {
+            let config = Config::load(&path)?;
+            (config.consistency, config.routing)
+        }
+        None => Default::default(),
+    };
+    print!(
+        "{}",
+        pgsplit::explain::offline(sql, &consistency, &routing).to_text()
+    );
+    Ok(())
 }
 
 fn run(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {

@@ -17,6 +17,9 @@ use crate::pool::PoolGauges;
 use crate::router::Listener;
 use crate::topology::{Role, Snapshot};
 
+mod samples;
+pub use samples::{parse_samples, Sample};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabel {
     listener: &'static str,
@@ -39,6 +42,23 @@ struct StatementLabels {
     listener: &'static str,
     target: &'static str,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerBytesLabels {
+    listener: &'static str,
+    target: &'static str,
+    direction: &'static str,
+}
+
+/// Bytes between pgsplit and the servers of one target kind, for one
+/// listener.
+#[derive(Clone, Debug)]
+pub struct ServerBytes {
+    /// Sent to servers (client requests, and pgsplit's own on their behalf).
+    pub sent: Counter,
+    /// Received from servers.
+    pub received: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +125,10 @@ pub struct ListenerMetrics {
     /// The same for requests served by a replica.
     pub duration_replica: Histogram,
     statements: Family<StatementLabels, Counter>,
+    /// Server bytes of sessions on this listener, to and from the primary.
+    pub primary_bytes: ServerBytes,
+    /// The same for replicas.
+    pub replica_bytes: ServerBytes,
 }
 
 impl ListenerMetrics {
@@ -120,6 +144,15 @@ impl ListenerMetrics {
                 reason,
             })
             .inc_by(n);
+    }
+
+    /// The server byte counters for connections to a replica or not.
+    pub fn server_bytes(&self, replica: bool) -> &ServerBytes {
+        if replica {
+            &self.replica_bytes
+        } else {
+            &self.primary_bytes
+        }
     }
 
     /// Counts an error sent to a client, by SQLSTATE.
@@ -149,6 +182,7 @@ pub struct Metrics {
     server_connections: Family<ServerLabels, Gauge>,
     pool_waiting: Family<BackendLabel, Gauge>,
     pool_wait_seconds: Family<BackendLabel, Histogram>,
+    backend_statements: Family<BackendLabel, Counter>,
     internal_queries: Family<InternalLabels, Counter>,
     prepared: [Counter; 3],
     pins: Family<CauseLabel, Counter>,
@@ -262,6 +296,18 @@ impl Metrics {
             "pgsplit_pool_wait_seconds",
             "How long sessions waited for a server connection when all were in use",
             pool_wait_seconds.clone(),
+        );
+        let backend_statements = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "pgsplit_backend_statements",
+            "Requests served by each backend (client requests, not pgsplit's own queries)",
+            backend_statements.clone(),
+        );
+        let server_bytes = Family::<ServerBytesLabels, Counter>::default();
+        registry.register(
+            "pgsplit_server_bytes",
+            "Bytes between pgsplit and servers, by the sessions' listener, target (primary, replica) and direction (sent, received)",
+            server_bytes.clone(),
         );
         let internal_queries = Family::<InternalLabels, Counter>::default();
         registry.register(
@@ -389,6 +435,23 @@ impl Metrics {
             };
             let duration_primary = duration("primary");
             let duration_replica = duration("replica");
+            let bytes_of = |target, direction| {
+                server_bytes
+                    .get_or_create(&ServerBytesLabels {
+                        listener: l.as_str(),
+                        target,
+                        direction,
+                    })
+                    .clone()
+            };
+            let primary_bytes = ServerBytes {
+                sent: bytes_of("primary", "sent"),
+                received: bytes_of("primary", "received"),
+            };
+            let replica_bytes = ServerBytes {
+                sent: bytes_of("replica", "sent"),
+                received: bytes_of("replica", "received"),
+            };
             ListenerMetrics {
                 listener: l,
                 connections: connections_now,
@@ -399,6 +462,8 @@ impl Metrics {
                 duration_primary,
                 duration_replica,
                 statements: statements.clone(),
+                primary_bytes,
+                replica_bytes,
             }
         };
         Metrics {
@@ -416,6 +481,7 @@ impl Metrics {
             server_connections,
             pool_waiting,
             pool_wait_seconds,
+            backend_statements,
             internal_queries,
             prepared,
             pins,
@@ -443,11 +509,13 @@ impl Metrics {
         let idle = state("idle");
         let waiting = self.pool_waiting.get_or_create(&label).clone();
         let wait_seconds = self.pool_wait_seconds.get_or_create(&label).clone();
+        let served = self.backend_statements.get_or_create(&label).clone();
         PoolGauges {
             in_use,
             idle,
             waiting,
             wait_seconds,
+            served,
         }
     }
 
@@ -602,5 +670,51 @@ mod tests {
         assert!(text.contains("pgsplit_client_connections_total{listener=\"read_write\"} 1"));
         assert!(text.contains("# TYPE pgsplit_build_info gauge"));
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn samples_read_back_what_render_wrote() {
+        let m = Metrics::new();
+        m.read_write.statements("replica", "read", 3);
+        m.read_only.primary_bytes.sent.inc_by(7);
+        m.pool_gauges("pg \"1\"").served.inc_by(2);
+        let samples = m.samples(&Snapshot::default());
+        let find = |name: &str, label: &str, value: &str| {
+            samples
+                .iter()
+                .find(|s| s.name == name && s.label(label) == value)
+                .map(|s| s.value)
+        };
+        assert_eq!(
+            find("pgsplit_statements_total", "reason", "read"),
+            Some(3.0)
+        );
+        let bytes = samples
+            .iter()
+            .find(|s| {
+                s.name == "pgsplit_server_bytes_total"
+                    && s.label("listener") == "read_only"
+                    && s.label("target") == "primary"
+                    && s.label("direction") == "sent"
+            })
+            .unwrap();
+        assert_eq!(bytes.value, 7.0);
+        assert_eq!(
+            find("pgsplit_backend_statements_total", "backend", "pg \"1\""),
+            Some(2.0)
+        );
+        let buckets = samples
+            .iter()
+            .filter(|s| s.name == "pgsplit_statement_duration_seconds_bucket")
+            .count();
+        assert!(buckets > 10, "{buckets}");
+        assert_eq!(
+            parse_samples("garbage{\nx one\n# c\nok 2"),
+            [Sample {
+                name: "ok".into(),
+                labels: vec![],
+                value: 2.0
+            }]
+        );
     }
 }

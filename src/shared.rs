@@ -3,7 +3,8 @@
 //! in one process, as the integration tests do): the configuration and users
 //! (swapped whole on reload), the topology, the pool, the caches that fill
 //! from the backends (catalog facts, replica positions, shared prepared
-//! statements), cancel keys, metrics, and the shutdown and pause signals.
+//! statements), cancel keys, the client table, metrics, and the shutdown and
+//! pause signals.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::auth::Users;
 use crate::cancel::CancelRegistry;
 use crate::classify::catalog::Catalog;
 use crate::classify::Classifier;
+use crate::clients::Clients;
 use crate::config::Config;
 use crate::consistency::Positions;
 use crate::metrics::Metrics;
@@ -60,8 +62,10 @@ pub struct Shared {
     pub positions: Positions,
     /// Protocol-level prepared statements, interned.
     pub statements: Registry,
+    /// Logged-in sessions, for the admin console.
+    pub clients: Clients,
     /// Clients admitted and not yet gone.
-    clients: AtomicUsize,
+    admitted: AtomicUsize,
     /// Clients over the limit that are being told so.
     rejecting: AtomicUsize,
     /// Session ids.
@@ -81,7 +85,7 @@ pub enum Admission {
 pub struct ClientSlot(Arc<Shared>);
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -97,10 +101,10 @@ impl Shared {
     /// rejection queue is full (the socket is then closed at once).
     pub(crate) fn admit(self: &Arc<Self>) -> Option<Admission> {
         let max = self.max_clients();
-        if self.clients.fetch_add(1, Ordering::AcqRel) < max {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) < max {
             return Some(Admission::Granted(ClientSlot(self.clone())));
         }
-        self.clients.fetch_sub(1, Ordering::AcqRel);
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
         if self.rejecting.fetch_add(1, Ordering::AcqRel) < max.max(64) {
             return Some(Admission::Rejected {
                 max,
@@ -133,7 +137,7 @@ impl Shared {
             probe_stop: std::sync::Mutex::new(CancellationToken::new()),
             config_path: std::sync::Mutex::new(None),
             config_generation: AtomicU64::new(0),
-            clients: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             next_session: AtomicU64::new(0),
             fd_limit: AtomicUsize::new(0),
@@ -141,6 +145,7 @@ impl Shared {
             catalog: Catalog::default(),
             positions: Positions::default(),
             statements: Registry::default(),
+            clients: Clients::default(),
             config: ArcSwap::from_pointee(config),
         }
     }
@@ -182,7 +187,7 @@ impl Shared {
     }
 
     pub fn client_count(&self) -> usize {
-        self.clients.load(Ordering::Acquire)
+        self.admitted.load(Ordering::Acquire)
     }
 
     /// How many configurations were applied since start (0 = the first).

@@ -572,6 +572,7 @@ fn exported_metric_names() -> BTreeSet<String> {
             role: Role::Primary,
             healthy: true,
             in_rotation: false,
+            drained: false,
             lag_bytes: None,
             lag_ms: None,
             replay_lsn: None,
@@ -623,7 +624,7 @@ fn exported_metric_names() -> BTreeSet<String> {
 }
 
 /// The metric families the dashboard is meant to show.
-const DOCUMENTED_METRICS: [&str; 23] = [
+const DOCUMENTED_METRICS: [&str; 25] = [
     "pgsplit_build_info",
     "pgsplit_client_connections",
     "pgsplit_client_connections_total",
@@ -647,6 +648,8 @@ const DOCUMENTED_METRICS: [&str; 23] = [
     "pgsplit_pool_wait_seconds_bucket",
     "pgsplit_pinned_sessions",
     "pgsplit_prepared_statements_total",
+    "pgsplit_backend_statements_total",
+    "pgsplit_server_bytes_total",
 ];
 
 /// Identifiers starting with `pgsplit_` in a PromQL expression.

@@ -1,7 +1,11 @@
 //! The admin HTTP listener, the only place that knows HTTP: `/healthz`
 //! (alive), `/readyz` (a primary is known and we are not draining),
-//! `/metrics` (Prometheus text) and `/status` (JSON for people).
+//! `/metrics` (Prometheus text), `/status` (JSON for people), `/events` (the
+//! last topology events, JSON) and `/` (the status page: one self-contained
+//! HTML file, `page.html`, that polls `/status` and `/events` and keeps its
+//! own five-minute history in the browser).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -54,6 +58,9 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         .expect("static response parts are valid")
 }
 
+/// The status page.
+const PAGE: &str = include_str!("page.html");
+
 #[derive(Serialize)]
 struct Status<'a> {
     version: &'static str,
@@ -61,10 +68,21 @@ struct Status<'a> {
     paused: bool,
     config_generation: u64,
     client_connections: usize,
+    /// How often backends are probed (the page polls at least as often as
+    /// half of this, and at least every second).
+    health_interval_ms: u64,
     primary: Option<&'a str>,
     listeners: Vec<ListenerStatus>,
     /// Server connections per backend, by state.
     servers: Vec<ServerStatus<'a>>,
+    /// Requests since start, by target (`primary`, `replica`).
+    statements: BTreeMap<String, u64>,
+    /// Requests since start, by the backend that served them.
+    backend_statements: BTreeMap<String, u64>,
+    /// Reads with a read-your-writes condition since start, by outcome.
+    read_your_writes: BTreeMap<String, u64>,
+    /// Sessions pinned now, by cause.
+    pinned_sessions: BTreeMap<String, u64>,
     topology: &'a crate::topology::Snapshot,
 }
 
@@ -103,7 +121,10 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
 
 fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    // The page itself holds no data (it asks /status and /events, sending
+    // the token a person typed into it), so a browser can load it.
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz")
+        || (req.uri().path() == "/" && req.method() == Method::GET);
     if !open && !authorized(shared, req) {
         let mut response = reply(
             StatusCode::UNAUTHORIZED,
@@ -161,13 +182,33 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(&snapshot),
         ),
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        "/events" => {
+            let events = shared.topology.events(crate::topology::events::KEPT);
+            let body = serde_json::to_string_pretty(&events)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            reply(StatusCode::OK, "application/json", body + "\n")
+        }
         "/status" => {
+            let samples = shared.metrics.samples(&snapshot);
+            let total_by = |name: &str, label: &str| {
+                let mut out: BTreeMap<String, u64> = BTreeMap::new();
+                for s in samples.iter().filter(|s| s.name == name) {
+                    *out.entry(s.label(label).to_owned()).or_default() += s.value.max(0.0) as u64;
+                }
+                out
+            };
             let status = Status {
                 version: env!("CARGO_PKG_VERSION"),
                 draining: shared.shutdown.is_cancelled(),
                 paused: shared.is_paused(),
                 config_generation: shared.config_generation(),
                 client_connections: shared.client_count(),
+                health_interval_ms: shared.config.load().health.interval_ms,
+                statements: total_by("pgsplit_statements_total", "target"),
+                backend_statements: total_by("pgsplit_backend_statements_total", "backend"),
+                read_your_writes: total_by("pgsplit_read_your_writes_total", "outcome"),
+                pinned_sessions: total_by("pgsplit_pinned_sessions", "cause"),
                 primary: snapshot.primary.map(|p| snapshot.backends[p].name.as_str()),
                 listeners: listener_status(shared),
                 servers: snapshot
@@ -191,7 +232,7 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found: try /healthz /readyz /metrics /status\n",
+            "not found: try / /healthz /readyz /metrics /status /events\n",
         ),
     }
 }

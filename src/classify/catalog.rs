@@ -90,6 +90,29 @@ impl Catalog {
         self.read(database, |d| fresh(d.oids.get(&oid)))
     }
 
+    /// What each database's live answer says of function `name` (for the
+    /// admin console, which belongs to no database), by database name.
+    pub fn function_everywhere(&self, name: &str) -> Vec<(Box<str>, FunctionFacts)> {
+        self.everywhere(|d| fresh(d.functions.get(name)))
+    }
+
+    /// What each database's live answer says of relation `name`: unlogged
+    /// or not, by database name.
+    pub fn relation_everywhere(&self, name: &str) -> Vec<(Box<str>, bool)> {
+        self.everywhere(|d| fresh(d.relations.get(name)))
+    }
+
+    /// `f`'s answer in each database that has one, sorted by database name.
+    fn everywhere<T>(&self, f: impl Fn(&Database) -> Option<T>) -> Vec<(Box<str>, T)> {
+        let databases = self.databases.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(Box<str>, T)> = databases
+            .iter()
+            .filter_map(|(db, d)| Some((db.clone(), f(d)?)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The query that settles function `names` (SQL identifier syntax, as
     /// the classifier hands them out): one row per (name, overload):
     /// name, provolatile, prosrc (NULLs for a name with no function).
@@ -267,6 +290,16 @@ mod tests {
             row(&[Some("missing"), None, None]),
         ];
         c.put_functions("app", &names, &rows);
+        c.put_functions(
+            "other",
+            &["f".into()],
+            &[row(&[Some("f"), Some("v"), None])],
+        );
+        let everywhere = c.function_everywhere("f");
+        assert_eq!(everywhere.len(), 2);
+        assert_eq!((&*everywhere[0].0, everywhere[0].1.read), ("app", true));
+        assert_eq!((&*everywhere[1].0, everywhere[1].1.read), ("other", false));
+        assert!(c.function_everywhere("nope").is_empty());
         let f = |n| c.function("app", n).unwrap();
         assert_eq!((f("f").read, f("f").sets_config), (true, false));
         assert!(!f("g").read, "one volatile overload makes it a write");
@@ -289,6 +322,7 @@ mod tests {
         assert_eq!(c.relation_unlogged("app", "u"), Some(true));
         assert_eq!(c.relation_unlogged("app", "gone"), Some(true));
         assert_eq!(c.relation_unlogged("app", "never"), None);
+        assert_eq!(c.relation_everywhere("u"), [("app".into(), true)]);
     }
 
     #[test]

@@ -441,12 +441,13 @@ fn one() -> u32 {
     1
 }
 
-/// `[admin]`: the admin HTTP endpoints. Reloadable.
+/// `[admin]`: the admin HTTP endpoints and the admin console. Reloadable.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// When set, every endpoint but `/healthz` and `/readyz` (which
-    /// orchestrators probe without credentials) requires
+    /// orchestrators probe without credentials) and the status page `/`
+    /// (no data; it asks for the token and sends it) requires
     /// `Authorization: Bearer <token>`. Default: none (bind the admin
     /// address to loopback or a private network instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,6 +455,16 @@ pub struct Admin {
     /// Read the token from this environment variable instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
+    /// Users (each one of `[[users]]`, with its password) who may open the
+    /// admin console: database `pgsplit` on a client port. Default empty:
+    /// no console.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// The console is also served on the read-only port. Default false:
+    /// there it is refused (28000), so a read-only port exposed to more
+    /// clients cannot pause or drain anything.
+    #[serde(default)]
+    pub console_on_read_only: bool,
 }
 
 /// `[[users]]`: a login.
@@ -632,6 +643,14 @@ impl Config {
                 return Err(invalid(
                     format!("users[{i}].password"),
                     "required (or password_env) unless auth.method = \"trust\"",
+                ));
+            }
+        }
+        for (i, name) in self.admin.users.iter().enumerate() {
+            if !self.users.iter().any(|u| &u.name == name) {
+                return Err(invalid(
+                    format!("admin.users[{i}]"),
+                    format!("{name:?} is not one of [[users]]"),
                 ));
             }
         }

@@ -171,3 +171,17 @@ fn every_listener_binds_loopback_by_default() {
     let guarded = format!("{open}[admin]\ntoken = \"t\"\n");
     assert!(!Config::parse(&guarded).unwrap().admin_exposed());
 }
+
+#[test]
+fn admin_users_must_be_configured_users() {
+    let c = Config::parse(&format!("{ISSUE_EXAMPLE}\n[admin]\nusers = [\"app\"]\n")).unwrap();
+    assert_eq!(c.admin.users, ["app"]);
+    assert!(!c.admin.console_on_read_only);
+    let e = err_of(&format!(
+        "{ISSUE_EXAMPLE}\n[admin]\nusers = [\"app\", \"ops\"]\n"
+    ));
+    assert!(e.contains("admin.users[1]") && e.contains("ops"), "{e}");
+    let shown = c.to_redacted_toml();
+    assert!(shown.contains("users = [\"app\"]"), "{shown}");
+    assert!(shown.contains("console_on_read_only = false"), "{shown}");
+}

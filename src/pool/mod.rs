@@ -63,6 +63,40 @@ pub struct PoolGauges {
     pub idle: Gauge,
     pub waiting: Gauge,
     pub wait_seconds: Histogram,
+    /// Requests the backend served (`pgsplit_backend_statements_total`).
+    pub served: prometheus_client::metrics::counter::Counter,
+}
+
+/// A backend's connections, as [`Pool::overview`] shows them.
+#[derive(Debug, Clone)]
+pub struct BackendView {
+    pub backend: String,
+    pub address: String,
+    /// Connections open or being opened (idle and lent together).
+    pub open: usize,
+    /// `limits.max_server_connections` as it applies to this backend.
+    pub max: usize,
+    /// Logins with connections, waiters or a greeting here.
+    pub logins: Vec<LoginView>,
+}
+
+/// One login's share of a backend's connections.
+#[derive(Debug, Clone)]
+pub struct LoginView {
+    /// The pool key (see [`Login`]).
+    pub login: Arc<str>,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+/// An idle connection, as [`Pool::idle_connections`] shows it.
+#[derive(Debug, Clone)]
+pub struct IdleView {
+    pub backend: String,
+    pub serial: u64,
+    pub login: Arc<str>,
+    pub addr: std::net::SocketAddr,
+    pub idle_for: Duration,
 }
 
 /// Idle connections are kept per login and per thread.
@@ -568,6 +602,70 @@ impl Pool {
                 "closed idle connections to backends that serve nothing now"
             );
         }
+    }
+
+    /// Every backend's connections, per login, for the admin console.
+    pub fn overview(&self) -> Vec<BackendView> {
+        let backends = lock(&self.inner.backends);
+        let mut out: Vec<BackendView> = backends
+            .iter()
+            .map(|(name, b)| {
+                let mut logins: Vec<LoginView> = Vec::new();
+                fn entry<'a>(
+                    logins: &'a mut Vec<LoginView>,
+                    login: &Arc<str>,
+                ) -> &'a mut LoginView {
+                    match logins.iter().position(|l| l.login == *login) {
+                        Some(i) => &mut logins[i],
+                        None => {
+                            logins.push(LoginView {
+                                login: Arc::clone(login),
+                                idle: 0,
+                                waiting: 0,
+                            });
+                            logins.last_mut().expect("just pushed")
+                        }
+                    }
+                }
+                for ((_, login), list) in &b.idle {
+                    entry(&mut logins, login).idle += list.len();
+                }
+                for w in &b.waiters {
+                    entry(&mut logins, &w.login).waiting += 1;
+                }
+                for login in b.greetings.keys() {
+                    entry(&mut logins, login);
+                }
+                logins.sort_by(|a, b| a.login.cmp(&b.login));
+                BackendView {
+                    backend: name.to_string(),
+                    address: b.address.to_string(),
+                    open: b.open,
+                    max: b.max,
+                    logins,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.backend.cmp(&b.backend));
+        out
+    }
+
+    /// The idle connections in the pool now, by backend and serial.
+    pub fn idle_connections(&self) -> Vec<IdleView> {
+        let backends = lock(&self.inner.backends);
+        let mut out: Vec<IdleView> = backends
+            .values()
+            .flat_map(|b| b.idle.values().flatten())
+            .map(|c| IdleView {
+                backend: c.name.to_string(),
+                serial: c.serial,
+                login: Arc::clone(&c.login),
+                addr: c.addr,
+                idle_for: c.idle_since.elapsed(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.backend, a.serial).cmp(&(&b.backend, b.serial)));
+        out
     }
 
     /// Per backend: (open, idle, waiting) connections, for `/status`.

@@ -24,6 +24,7 @@ fn gauges() -> PoolGauges {
         idle: Gauge::default(),
         waiting: Gauge::default(),
         wait_seconds: Histogram::new([0.01, 0.1, 1.0]),
+        served: Default::default(),
     }
 }
 

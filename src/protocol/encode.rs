@@ -135,6 +135,64 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     tagged(buf, b'Z', |b| b.put_u8(status));
 }
 
+/// OID of type `text` (`pg_type.dat`): the admin console's columns are all
+/// text, as PgBouncer's console answers.
+pub const TEXT_OID: u32 = 25;
+
+/// RowDescription of text columns (protocol 3.0, "RowDescription": name,
+/// table OID 0, column 0, type `text`, size -1, modifier -1, text format).
+pub fn row_description<'a>(buf: &mut BytesMut, columns: impl ExactSizeIterator<Item = &'a str>) {
+    tagged(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for name in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_u32(0);
+            b.put_i16(0);
+            b.put_u32(TEXT_OID);
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0);
+        }
+    });
+}
+
+/// DataRow of text values (`None` is NULL, length -1).
+pub fn data_row<'a>(buf: &mut BytesMut, values: impl ExactSizeIterator<Item = Option<&'a str>>) {
+    tagged(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for value in values {
+            match value {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+/// EmptyQueryResponse: the answer to a query string with no command.
+pub fn empty_query_response(buf: &mut BytesMut) {
+    tagged(buf, b'I', |_| {});
+}
+
+/// NoticeResponse with severity NOTICE, a SQLSTATE and a message.
+pub fn notice(buf: &mut BytesMut, sqlstate: &str, message: &str) {
+    tagged(buf, b'N', |b| {
+        for (field, value) in [
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', sqlstate),
+            (b'M', message),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value.as_bytes());
+        }
+        b.put_u8(0);
+    });
+}
+
 /// NegotiateProtocolVersion: the newest protocol version we speak, as a whole
 /// version code (`3 << 16 | minor`, which is what PostgreSQL sends and libpq
 /// reads), and the protocol options we do not recognise.
@@ -256,6 +314,28 @@ mod tests {
         let mut buf = BytesMut::new();
         startup_message(&mut buf, [("user", "app")]);
         assert_eq!(&buf[..], b"\0\0\0\x12\0\x03\0\0user\0app\0\0");
+    }
+
+    #[test]
+    fn result_set_messages_match_the_wire() {
+        let mut buf = BytesMut::new();
+        row_description(&mut buf, ["a"].into_iter());
+        assert_eq!(
+            &buf[..],
+            b"T\0\0\0\x1a\0\x01a\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0"
+        );
+        buf.clear();
+        data_row(&mut buf, [Some("xy"), None].into_iter());
+        assert_eq!(&buf[..], b"D\0\0\0\x10\0\x02\0\0\0\x02xy\xff\xff\xff\xff");
+        buf.clear();
+        empty_query_response(&mut buf);
+        assert_eq!(&buf[..], b"I\0\0\0\x04");
+        buf.clear();
+        notice(&mut buf, "00000", "hi");
+        let frame = split_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(frame.tag, b'N');
+        let fields = message::ErrorFields::parse(frame.body).unwrap();
+        assert_eq!((fields.code, fields.message), ("00000", "hi"));
     }
 
     #[test]

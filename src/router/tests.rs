@@ -29,6 +29,7 @@ fn backend(name: &str, role: Role, in_rotation: bool) -> BackendStatus {
         role,
         healthy: true,
         in_rotation,
+        drained: false,
         lag_bytes: None,
         lag_ms: None,
         replay_lsn: None,

@@ -44,6 +44,10 @@ pub enum SessionError {
     PrimaryChanged { old: String, new: Option<String> },
     #[error("pgsplit ended this session: backend {backend} {why}, and the session's state (prepared statements, settings, LISTEN, ...) cannot move to another server; reconnect")]
     Moved { backend: String, why: String },
+    #[error("user \"{user}\" is not allowed to use the admin console (database \"pgsplit\"); list it in admin.users")]
+    ConsoleNotAllowed { user: String },
+    #[error("the admin console is not served on the read-only port (admin.console_on_read_only = false); connect to the read-write port")]
+    ConsoleOnReadOnly,
     #[error("pgsplit is paused for maintenance and was not resumed within limits.pause_timeout_ms ({ms} ms)")]
     PauseTimeout { ms: u64 },
     #[error("terminating connection because pgsplit is shutting down")]
@@ -80,7 +84,10 @@ impl SessionError {
             SessionError::TooManyClients { .. } | SessionError::PoolTimeout(_) => {
                 sqlstate::TOO_MANY_CONNECTIONS
             }
-            SessionError::TlsRequired | SessionError::NoUser => sqlstate::INVALID_AUTHORIZATION,
+            SessionError::TlsRequired
+            | SessionError::NoUser
+            | SessionError::ConsoleNotAllowed { .. }
+            | SessionError::ConsoleOnReadOnly => sqlstate::INVALID_AUTHORIZATION,
             SessionError::Replication => sqlstate::FEATURE_NOT_SUPPORTED,
             SessionError::BadParameter { .. } => sqlstate::INVALID_PARAMETER_VALUE,
             SessionError::ServerLost { .. }
@@ -108,6 +115,8 @@ impl SessionError {
             | SessionError::Auth(_)
             | SessionError::TlsRequired
             | SessionError::NoUser
+            | SessionError::ConsoleNotAllowed { .. }
+            | SessionError::ConsoleOnReadOnly
             | SessionError::BadParameter { .. }
             | SessionError::Replication
             | SessionError::Tls(_)

@@ -7,6 +7,9 @@
 //! one ErrorResponse with its SQLSTATE (when the client can still hear it) and
 //! logged once, at a level set by who caused it.
 //!
+//! A login to the virtual database `pgsplit` is the admin console instead
+//! (`crate::console`): allowed users only, never a server connection.
+//!
 //! The pieces, in the order a request meets them: [`batch`] frames it once;
 //! the router (`crate::router`) decides where it goes from [`state`] and the
 //! topology; [`server`] gets a connection; [`forward`] says what that
@@ -39,6 +42,7 @@ use self::state::SessionState;
 use self::stream::ClientStream;
 use crate::auth::{client::authenticate, AuthError, UserEntry};
 use crate::cancel::send_cancel;
+use crate::clients::ClientRecord;
 use crate::config::PoolMode;
 use crate::error::ErrorKind;
 use crate::pool::{Greeting, Login};
@@ -64,7 +68,7 @@ pub async fn serve(
     metrics.connections_total.inc();
     let mut stream = ClientStream::Plain(tcp);
     let mut who = Who::default();
-    let result = run(&mut stream, listener, &shared, admission, &mut who).await;
+    let result = run(&mut stream, peer, listener, &shared, admission, &mut who).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let t = who.traffic;
     match result {
@@ -114,6 +118,14 @@ struct Who {
     traffic: Traffic,
 }
 
+/// What a login opened.
+enum Entry {
+    /// Boxed: large, and moved once.
+    Session(Box<LoggedIn>),
+    /// The admin console, for this user; `params` as the client sent them.
+    Console { params: Arc<[(String, String)]> },
+}
+
 /// A client that finished logging in.
 struct LoggedIn {
     user: Arc<UserEntry>,
@@ -125,6 +137,7 @@ struct LoggedIn {
 
 async fn run(
     stream: &mut ClientStream,
+    peer: SocketAddr,
     listener: Listener,
     shared: &Arc<Shared>,
     admission: Admission,
@@ -136,10 +149,13 @@ async fn run(
     };
     let login_ms = shared.config.load().limits.login_timeout_ms;
     let cancel = shared.cancels.register();
+    let id = shared.session_id();
+    // The client table's record outlives the relay, which borrows it.
+    let registered;
     // In a block: what the login left (the relay takes it) must not stay
     // in this future's state while the session runs.
     let relay = {
-        let logged_in = match tokio::time::timeout(
+        let entry = match tokio::time::timeout(
             Duration::from_millis(login_ms),
             Box::pin(log_in(stream, listener, shared, &admission, who)),
         )
@@ -148,8 +164,40 @@ async fn run(
             Err(_) => return Err(tell(SessionError::LoginTimeout { ms: login_ms })),
             Ok(Err(e)) => return Err(tell(e)),
             Ok(Ok(None)) => return Ok(Outcome::Terminated),
-            Ok(Ok(Some(logged_in))) => logged_in,
+            Ok(Ok(Some(entry))) => entry,
         };
+        let logged_in = match entry {
+            Entry::Session(logged_in) => logged_in,
+            Entry::Console { params } => {
+                who.backend = "console".into();
+                let registered = shared.clients.register(ClientRecord::new(
+                    id,
+                    listener,
+                    peer,
+                    params,
+                    Arc::from(""),
+                ));
+                let result = Box::pin(crate::console::serve(
+                    stream,
+                    shared,
+                    &registered.record,
+                    cancel.key(),
+                ))
+                .await;
+                drop(admission);
+                return match result {
+                    Ok(Outcome::Shutdown) => Err(tell(SessionError::Shutdown)),
+                    other => other,
+                };
+            }
+        };
+        registered = shared.clients.register(ClientRecord::new(
+            id,
+            listener,
+            peer,
+            Arc::clone(&logged_in.login.params),
+            Arc::clone(&logged_in.login.key),
+        ));
         let mut out = BytesMut::new();
         encode::backend_key_data(&mut out, cancel.key());
         encode::ready_for_query(&mut out, b'I');
@@ -159,7 +207,8 @@ async fn run(
         Box::new(Relay::new(Start {
             shared,
             listener,
-            id: shared.session_id(),
+            id,
+            record: &registered.record,
             client: stream,
             cancel: &cancel,
             user: logged_in.user,
@@ -182,15 +231,15 @@ async fn run(
 }
 
 /// Startup, authentication and the greeting (everything but BackendKeyData
-/// and ReadyForQuery). Ok(None) for a connection that only carried a
-/// CancelRequest.
+/// and ReadyForQuery; the console sends its own greeting). Ok(None) for a
+/// connection that only carried a CancelRequest.
 async fn log_in(
     stream: &mut ClientStream,
     listener: Listener,
     shared: &Arc<Shared>,
     admission: &Admission,
     who: &mut Who,
-) -> Result<Option<LoggedIn>, SessionError> {
+) -> Result<Option<Entry>, SessionError> {
     let config = shared.config.load_full();
     let Some(params) = negotiate(stream, shared).await? else {
         return Ok(None);
@@ -227,6 +276,24 @@ async fn log_in(
         _ => None,
     };
     authenticate(stream, &mut out, config.auth.method, &user, binding).await?;
+    if database == crate::console::DATABASE {
+        if listener == Listener::ReadOnly && !config.admin.console_on_read_only {
+            return Err(SessionError::ConsoleOnReadOnly);
+        }
+        if !config.admin.users.contains(&user_name) {
+            return Err(SessionError::ConsoleNotAllowed { user: user_name });
+        }
+        wire::send(stream, &mut out).await?;
+        let params: Vec<(String, String)> = params
+            .params
+            .into_iter()
+            .filter(|(k, _)| k != "database" && !k.starts_with("_pq_."))
+            .chain([("database".to_owned(), database)])
+            .collect();
+        return Ok(Some(Entry::Console {
+            params: params.into(),
+        }));
+    }
 
     // The client's parameters go to the server, except the ones pgsplit
     // reads itself.
@@ -266,13 +333,13 @@ async fn log_in(
     if let Some(lsn) = min_lsn {
         session.floor.raise(lsn);
     }
-    Ok(Some(LoggedIn {
+    Ok(Some(Entry::Session(Box::new(LoggedIn {
         user,
         login,
         session,
         report_lsn,
         home,
-    }))
+    }))))
 }
 
 /// What a client logging in on `listener` is told, from the cache or from

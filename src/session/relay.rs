@@ -38,6 +38,7 @@ use super::state::{SessionState, Staged, TxStatus};
 use super::stream::ClientStream;
 use crate::auth::UserEntry;
 use crate::cancel::CancelHandle;
+use crate::clients::{ClientRecord, ClientState};
 use crate::config::PoolMode;
 use crate::metrics::ListenerMetrics;
 use crate::pool::Login;
@@ -162,6 +163,8 @@ pub struct Start<'a> {
     pub shared: &'a Arc<Shared>,
     pub listener: Listener,
     pub id: u64,
+    /// The session's record in the client table.
+    pub record: &'a ClientRecord,
     pub client: &'a mut ClientStream,
     pub cancel: &'a CancelHandle,
     pub user: Arc<UserEntry>,
@@ -177,6 +180,7 @@ pub struct Relay<'a> {
     shared: &'a Arc<Shared>,
     listener: Listener,
     id: u64,
+    record: &'a ClientRecord,
     client: &'a mut ClientStream,
     cancel: &'a CancelHandle,
     user: Arc<UserEntry>,
@@ -236,6 +240,7 @@ impl<'a> Relay<'a> {
             shared: start.shared,
             listener: start.listener,
             id: start.id,
+            record: start.record,
             client: start.client,
             cancel: start.cancel,
             user: start.user,
@@ -273,11 +278,47 @@ impl<'a> Relay<'a> {
         if let Some(home) = start.home {
             relay.activate(home);
         }
+        relay.publish();
         relay
+    }
+
+    /// Stores what `SHOW CLIENTS` says of the session in its record: its
+    /// state, pins, connections and read-your-writes floor (a few relaxed
+    /// atomic stores, at request ends and idle points).
+    fn publish(&self) {
+        let record = self.record;
+        let state = if !self.requests.is_empty() || !self.replies.is_empty() {
+            ClientState::Active
+        } else if self.tx != TxStatus::Idle || self.deferred_begin.is_some() {
+            ClientState::InTransaction
+        } else {
+            ClientState::Idle
+        };
+        record.set_state(state);
+        record.set_pins(self.session.pins.causes());
+        fn held(l: &Option<Leased>) -> crate::clients::Held<'_> {
+            l.as_ref().map(|l| (&*l.conn.name, l.conn.serial))
+        }
+        record.set_servers(&self.shared.clients, held(&self.active), held(&self.home));
+        let floor = &self.session.floor;
+        record.set_floor(
+            &self.shared.clients,
+            floor.lsn.map(|l| l.0),
+            floor.committed_before,
+        );
     }
 
     fn metrics(&self) -> &ListenerMetrics {
         self.shared.metrics.listener(self.listener)
+    }
+
+    /// The server byte counters of the active connection's kind.
+    fn server_bytes(&self) -> &crate::metrics::ServerBytes {
+        let replica = self
+            .active
+            .as_ref()
+            .is_some_and(|a| matches!(a.on, crate::router::On::Replica(_)));
+        self.metrics().server_bytes(replica)
     }
 
     /// Runs until the client leaves, a server is lost mid-request, or
@@ -289,6 +330,7 @@ impl<'a> Relay<'a> {
     pub async fn run(mut self: Box<Self>) -> (Result<Outcome, Failure>, Traffic) {
         let result = self.turns().await;
         self.finish(&result);
+        self.publish();
         (result, self.traffic)
     }
 
@@ -400,14 +442,15 @@ impl<'a> Relay<'a> {
                 Io::ClientRead(Err(e)) => return Err(self.fail(SessionError::ClientIo(e))),
                 Io::ClientReadable => unreachable!("read above"),
                 Io::ServerRead(Ok(0)) | Io::ServerRead(Err(_)) => self.on_server_closed().await?,
-                Io::ServerRead(Ok(_)) => {
+                Io::ServerRead(Ok(n)) => {
+                    self.server_bytes().received.inc_by(n as u64);
                     if self.on_server_bytes().await? {
                         return Ok(Outcome::Terminated);
                     }
                 }
                 Io::ServerWrote(Ok(n)) => {
                     self.to_server.advance(n);
-                    self.metrics().bytes_to_server.inc_by(n as u64);
+                    self.count_sent_to_server(n);
                 }
                 Io::ServerWrote(Err(_)) | Io::ServerFlushed(Err(_)) => {
                     self.on_server_closed().await?

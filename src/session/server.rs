@@ -20,6 +20,7 @@ use crate::pool::{Login, PoolError, ServerConn, Target};
 use crate::protocol::encode;
 use crate::router::On;
 use crate::shared::Shared;
+use prometheus_client::metrics::counter::Counter;
 
 /// A connection lent to a session.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct Leased {
     pub on: On,
     /// Counts it in `pgsplit_server_connections{state="in_use"}`.
     _in_use: InUse,
+    /// Counts the requests it serves (`pgsplit_backend_statements_total`).
+    pub served: Counter,
     /// It was opened for this session just now.
     pub fresh: bool,
 }
@@ -81,6 +84,7 @@ fn take_idle(shared: &Shared, want: &Want<'_>) -> Option<Leased> {
         .try_take(&target, want.login, want.prefer, idle_timeout)?;
     Some(Leased {
         _in_use: InUse::of(&got.gauges.in_use),
+        served: got.gauges.served,
         conn: got.conn,
         on,
         fresh: false,
@@ -114,12 +118,13 @@ async fn acquire_waiting(shared: &Shared, want: Want<'_>) -> Result<Leased, Sess
             }
         };
         match checkout(shared, &target, &login, want.user, want.prefer).await {
-            Ok((conn, fresh, in_use)) => {
+            Ok((conn, fresh, in_use, served)) => {
                 tracing::trace!(backend = %target.name, addr = %conn.addr, serial = conn.serial, fresh, ?on, "connection for the session");
                 return Ok(Leased {
                     conn,
                     on,
                     _in_use: in_use,
+                    served,
                     fresh,
                 });
             }
@@ -164,7 +169,7 @@ async fn checkout(
     login: &Login,
     user: &UserEntry,
     prefer: Option<u64>,
-) -> Result<(Box<ServerConn>, bool, InUse), PoolError> {
+) -> Result<(Box<ServerConn>, bool, InUse, Counter), PoolError> {
     let config = shared.config.load();
     let limits = &config.limits;
     let metrics = &shared.metrics;
@@ -183,7 +188,7 @@ async fn checkout(
         )
         .await?;
     let in_use = InUse::of(&got.gauges.in_use);
-    Ok((got.conn, got.fresh, in_use))
+    Ok((got.conn, got.fresh, in_use, got.gauges.served))
 }
 
 impl Leased {

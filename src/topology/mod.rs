@@ -8,13 +8,17 @@
 //! when routing changes (the primary or the set of readable backends), which
 //! is what sessions listen to. Roles are always discovered, never configured.
 //! The elected primary's probes also feed a [`lag::WalHistory`], which dates
-//! the replicas' replay positions for their time lag.
+//! the replicas' replay positions for their time lag. An operator may take a
+//! backend out of read rotation by hand ([`Topology::set_drained`]), and
+//! every change people care about is kept in a bounded ring of [`events`].
 
+pub mod events;
 pub mod health;
 pub mod lag;
 pub mod lsn;
 pub mod probe;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use self::events::{Change, Event, EventKind, Events};
 use self::health::{Following, Tracker};
 pub use self::health::{Observation, ProbeTime, Reading};
 use self::lag::WalHistory;
@@ -50,6 +55,8 @@ pub struct BackendStatus {
     pub healthy: bool,
     /// May serve reads now.
     pub in_rotation: bool,
+    /// Taken out of read rotation by an operator (`DRAIN`), until `UNDRAIN`.
+    pub drained: bool,
     /// Bytes of WAL the primary has flushed and the replica not replayed.
     pub lag_bytes: Option<u64>,
     /// How long ago the primary passed this replica's replay position (a
@@ -172,6 +179,16 @@ pub struct Topology {
     /// Position in the read schedule, shared across snapshots.
     next_read: AtomicUsize,
     primary_changes: Counter,
+    /// What changed, for people; its own lock (readers never wait for a
+    /// probe's publish).
+    events: Mutex<Events>,
+}
+
+/// Why a drain was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("no backend named {name:?} (backends: {known})")]
+    UnknownBackend { name: String, known: String },
 }
 
 struct State {
@@ -192,6 +209,8 @@ struct State {
     /// The elected primary's WAL positions over time; emptied when the
     /// primary changes or none is elected.
     wal: WalHistory,
+    /// Backends an operator took out of rotation, by name.
+    drained: HashSet<String>,
 }
 
 impl Topology {
@@ -216,6 +235,7 @@ impl Topology {
             last_schedule: Vec::new(),
             probe_generation: 0,
             wal: WalHistory::default(),
+            drained: HashSet::new(),
         };
         let first = state.build();
         Arc::new(Topology {
@@ -225,7 +245,75 @@ impl Topology {
             state: Mutex::new(state),
             next_read: AtomicUsize::new(0),
             primary_changes,
+            events: Mutex::new(Events::default()),
         })
+    }
+
+    /// The last `n` topology events, oldest first.
+    pub fn events(&self, n: usize) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last(n)
+    }
+
+    /// Keeps what changed from `old` to `new`, and `extra` first.
+    fn record(&self, extra: Option<Change>, old: &Snapshot, new: &Snapshot) {
+        let changes = events::diff(old, new);
+        if extra.is_none() && changes.is_empty() {
+            return;
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(extra.into_iter().chain(changes));
+    }
+
+    /// Takes backend `name` out of read rotation (`drained`) or lets it back,
+    /// by hand: it stays out, whatever its health, until undrained (a reload
+    /// that keeps the backend keeps the flag). Writes are not affected: a
+    /// drained primary still takes them. Returns whether anything changed.
+    pub fn set_drained(&self, name: &str, drained: bool) -> Result<bool, DrainError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.names.iter().any(|(n, _, _)| n == name) {
+            let known: Vec<&str> = state.names.iter().map(|(n, _, _)| n.as_str()).collect();
+            return Err(DrainError::UnknownBackend {
+                name: name.to_owned(),
+                known: known.join(", "),
+            });
+        }
+        let changed = if drained {
+            state.drained.insert(name.to_owned())
+        } else {
+            state.drained.remove(name)
+        };
+        if !changed {
+            return Ok(false);
+        }
+        if drained {
+            tracing::warn!(backend = %name, "drained by an operator: out of read rotation");
+        } else {
+            tracing::warn!(backend = %name, "undrained by an operator");
+        }
+        state.generation += 1;
+        let mut snapshot = state.build();
+        let routing_changed =
+            snapshot.primary != state.last_primary || snapshot.read_schedule != state.last_schedule;
+        if routing_changed {
+            state.routing_epoch += 1;
+            state.last_primary = snapshot.primary;
+            state.last_schedule = snapshot.read_schedule.clone();
+        }
+        snapshot.routing_epoch = state.routing_epoch;
+        let generation = snapshot.generation;
+        self.record(None, &self.current.load(), &snapshot);
+        self.current.store(Arc::new(snapshot));
+        drop(state);
+        if routing_changed {
+            self.routing.send_replace(generation);
+        }
+        self.published.send_replace(generation);
+        Ok(true)
     }
 
     /// The current snapshot: one atomic load.
@@ -313,6 +401,9 @@ impl Topology {
                 Following::Unknown => Following::Unknown,
             };
         }
+        state
+            .drained
+            .retain(|name| names.iter().any(|(n, _, _)| n == name));
         state.last_primary = state.last_primary.and_then(remap);
         state.last_elected = state.last_elected.and_then(remap);
         let wal_source = state.wal.source().and_then(remap);
@@ -329,6 +420,34 @@ impl Topology {
         state.last_primary = snapshot.primary;
         state.last_schedule = snapshot.read_schedule.clone();
         let (generation, probe_generation) = (snapshot.generation, state.probe_generation);
+        let old = self.current.load();
+        let added: Vec<&str> = snapshot
+            .backends
+            .iter()
+            .filter(|b| !old.backends.iter().any(|o| o.name == b.name))
+            .map(|b| b.name.as_str())
+            .collect();
+        let removed: Vec<&str> = old
+            .backends
+            .iter()
+            .filter(|o| !snapshot.backends.iter().any(|b| b.name == o.name))
+            .map(|o| o.name.as_str())
+            .collect();
+        let mut detail = format!(
+            "configuration applied ({} backends)",
+            snapshot.backends.len()
+        );
+        if !added.is_empty() {
+            detail += &format!("; added {}", added.join(", "));
+        }
+        if !removed.is_empty() {
+            detail += &format!("; removed {}", removed.join(", "));
+        }
+        self.record(
+            Some(Change::new(EventKind::Reload, None, detail)),
+            &old,
+            &snapshot,
+        );
         self.current.store(Arc::new(snapshot));
         drop(state);
         // Routing first: whoever sees the new generation also sees the change.
@@ -424,6 +543,7 @@ impl Topology {
         }
         snapshot.routing_epoch = state.routing_epoch;
         let generation = snapshot.generation;
+        self.record(None, &self.current.load(), &snapshot);
         self.current.store(Arc::new(snapshot));
         drop(guard);
         // Routing first: whoever sees the new generation also sees the change.
@@ -486,6 +606,11 @@ impl State {
                     }
                 }
             }
+            let drained = self.drained.contains(name);
+            if drained && in_rotation {
+                in_rotation = false;
+                reason = Some(events::DRAINED.into());
+            }
             if in_rotation && *weight > 0 {
                 readers.push((i, *weight));
             } else if in_rotation {
@@ -499,6 +624,7 @@ impl State {
                 role,
                 healthy: up,
                 in_rotation,
+                drained,
                 lag_bytes: t.lag_bytes.filter(|_| role == Role::Replica),
                 lag_ms: t.lag_ms.filter(|_| role == Role::Replica),
                 replay_lsn: reading.and_then(|r| r.replay_lsn),

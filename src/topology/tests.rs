@@ -304,3 +304,52 @@ fn reconfigure_keeps_the_primary_history_under_its_new_index() {
     topo.observe(generation, 0, probe(true, 0, 150, ms(t0, 4000)));
     assert_eq!(topo.snapshot().backends[0].lag_ms, None);
 }
+
+#[test]
+fn a_drained_replica_leaves_rotation_until_undrained_and_the_events_say_so() {
+    let topo = Topology::new(&config(3), Counter::default());
+    topo.observe(0, 0, up(false, 1));
+    topo.observe(0, 1, up(true, 0));
+    topo.observe(0, 2, up(true, 0));
+    assert_eq!(topo.snapshot().read_schedule.len(), 5, "weights 2 and 3");
+    let mut routing = topo.subscribe_routing();
+    routing.mark_unchanged();
+
+    assert!(topo.set_drained("pg2", true).unwrap());
+    assert!(routing.has_changed().unwrap(), "sessions hear of it");
+    let s = topo.snapshot();
+    assert_eq!(s.read_schedule, vec![2]);
+    assert!(s.backends[1].drained && !s.backends[1].in_rotation);
+    assert_eq!(s.backends[1].reason.as_deref(), Some(events::DRAINED));
+    // Good probes do not bring it back, nor does draining it again.
+    topo.observe(0, 1, up(true, 0));
+    assert!(!topo.snapshot().readable(1));
+    assert!(!topo.set_drained("pg2", true).unwrap());
+    // A reload that keeps it keeps the flag.
+    topo.reconfigure(&config(3));
+    topo.observe(1, 1, up(true, 0));
+    assert!(topo.snapshot().backends[1].drained);
+
+    assert!(topo.set_drained("pg2", false).unwrap());
+    assert!(topo.snapshot().readable(1));
+    let e = topo.set_drained("nope", true).unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("pg1, pg2, pg3"), "{e}");
+
+    let kinds: Vec<events::EventKind> = topo.events(100).iter().map(|e| e.kind).collect();
+    use events::EventKind::*;
+    assert_eq!(kinds.iter().filter(|k| **k == Up).count(), 3, "{kinds:?}");
+    assert!(kinds.contains(&Primary), "{kinds:?}");
+    let tail: Vec<_> = kinds
+        .iter()
+        .copied()
+        .filter(|k| matches!(k, Drained | Undrained | Reload))
+        .collect();
+    assert_eq!(tail, [Drained, Reload, Undrained], "{kinds:?}");
+    let last = topo.events(1);
+    assert_eq!(last[0].backend.as_deref(), Some("pg2"));
+    assert!(
+        last[0].detail.contains("back in read rotation"),
+        "{:?}",
+        last[0]
+    );
+}

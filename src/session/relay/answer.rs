@@ -130,6 +130,7 @@ impl Relay<'_> {
         }
         self.client_in.advance(batch.len);
         self.sync_pin_gauges();
+        self.publish();
         self.answer_client(&out)
     }
 

@@ -147,6 +147,7 @@ impl Relay<'_> {
     /// client sent Terminate meanwhile.
     pub(super) async fn on_idle(&mut self) -> Result<bool, Failure> {
         self.give_back();
+        self.publish();
         // An idle session holds no buffer memory.
         if self.client_in.is_empty() && self.client_in.capacity() > 0 {
             self.client_in = BytesMut::new();

@@ -359,6 +359,11 @@ impl Relay<'_> {
         } else {
             self.traffic.to_replica += n;
         }
+        if let Some(active) = &self.active {
+            active.served.inc_by(n);
+        }
+        self.record
+            .set_counts(self.traffic.to_primary, self.traffic.to_replica);
         self.metrics().statements(target, route.reason.label(), n);
         if let Some(outcome) = route.ryw {
             self.shared.metrics.read_your_writes(outcome.label());
@@ -373,6 +378,7 @@ impl Relay<'_> {
         self.client_in.advance(batch.len);
         self.emit_standins()?;
         self.try_send_to_server();
+        self.publish();
         Ok(())
     }
 

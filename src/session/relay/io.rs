@@ -49,24 +49,31 @@ impl Relay<'_> {
         let Some(leased) = self.active.as_mut() else {
             return;
         };
+        let mut wrote = 0;
         while !self.to_server.is_empty() {
             match leased.conn.stream.try_write(&self.to_server) {
                 Ok(n) => {
                     self.to_server.advance(n);
-                    self.shared
-                        .metrics
-                        .listener(self.listener)
-                        .bytes_to_server
-                        .inc_by(n as u64);
+                    wrote += n;
                 }
                 // The loop's poll writes the rest (or sees the error).
-                Err(_) => return,
+                Err(_) => break,
             }
         }
         if leased.conn.stream.wants_flush() {
             // Errors and what is left: the loop's poll again.
             let mut cx = Context::from_waker(Waker::noop());
             let _ = Pin::new(&mut leased.conn.stream).poll_flush(&mut cx);
+        }
+        self.count_sent_to_server(wrote);
+    }
+
+    /// Counts `n` bytes written to the active server connection (the
+    /// listener's total and its target kind's).
+    pub(super) fn count_sent_to_server(&self, n: usize) {
+        if n > 0 {
+            self.metrics().bytes_to_server.inc_by(n as u64);
+            self.server_bytes().sent.inc_by(n as u64);
         }
     }
 

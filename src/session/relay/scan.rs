@@ -143,6 +143,7 @@ impl Relay<'_> {
             // its next request (or another session's) finds it there.
             self.give_back();
         }
+        self.publish();
         self.try_send_to_client()?;
         if detach {
             if let Some(active) = self.active.take() {
