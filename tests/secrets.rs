@@ -3,9 +3,10 @@
 //! with right and wrong passwords over SCRAM and md5, psql and
 //! tokio-postgres, a password change by reload, a reload refused for a
 //! syntax error on a password's line, and admin requests with and without
-//! the token; then the logs, `/metrics`, `/status`, the admin replies and
-//! `--check` (on the good file and on the bad one) are searched for every
-//! secret.
+//! the token, and the admin console's SHOW commands; then the logs,
+//! `/metrics`, `/status`, `/events`, the console's answers, the admin
+//! replies and `--check` (on the good file and on the bad one) are searched
+//! for every secret.
 
 mod common;
 
@@ -53,7 +54,7 @@ fn capture_logs() {
 fn config_file(env: &Env, password: &str, method: &str) -> String {
     let mut text = format!(
         "[listen]\nread_write = \"127.0.0.1:0\"\nread_only = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [auth]\nmethod = \"{method}\"\n[admin]\ntoken = \"{TOKEN}\"\n[health]\ninterval_ms = 200\n"
+         [auth]\nmethod = \"{method}\"\n[admin]\ntoken = \"{TOKEN}\"\nusers = [\"{USER}\"]\n[health]\ninterval_ms = 200\n"
     );
     for node in env.cluster.nodes() {
         text.push_str(&format!(
@@ -112,6 +113,7 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
     capture_logs();
     let env = Env::start(Setup::default().replicas(1).tweak(|c| {
         c.admin.token = Some(Secret::new(TOKEN));
+        c.admin.users.push(USER.into());
         c.users.push(User {
             name: USER.into(),
             password: Some(Secret::new(PASSWORD)),
@@ -192,6 +194,35 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
     let check_bad = check(&file);
     assert!(check_bad.contains("line"), "{check_bad}");
 
+    // The admin console (database pgsplit), where the configuration,
+    // clients and servers are shown.
+    let out = env.psql(
+        env.rw,
+        &format!("user={USER} dbname=pgsplit"),
+        NEW_PASSWORD,
+        &[
+            "-c",
+            "SHOW CONFIG",
+            "-c",
+            "SHOW CLIENTS",
+            "-c",
+            "SHOW SERVERS",
+            "-c",
+            "SHOW POOLS",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(console.contains("<redacted>"), "{console}");
+
     // The admin port, with and without the token.
     let (status, metrics) = http(&env, "GET", "/metrics", Some(TOKEN)).await;
     assert_eq!(status, 200);
@@ -199,6 +230,8 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
     let (status, status_json) = http(&env, "GET", "/status", Some(TOKEN)).await;
     assert_eq!(status, 200);
     assert!(status_json.contains("backends"), "{status_json}");
+    let (status, events) = http(&env, "GET", "/events", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{events}");
     let (status, refused) = http(&env, "GET", "/status", Some(WRONG_PASSWORD)).await;
     assert_eq!(status, 401);
     seen.push_str(&refused);
@@ -227,6 +260,8 @@ async fn no_secret_reaches_logs_metrics_status_or_check() {
         ("the logs", &logs),
         ("/metrics", &metrics),
         ("/status", &status_json),
+        ("/events", &events),
+        ("the admin console", &console),
         ("--check", &check_good),
         ("--check of a bad file", &check_bad),
         ("admin replies and psql's errors", &seen),
