@@ -18,3 +18,9 @@ cargo check --no-default-features --bin pgsplit --locked
 # cannot rot.
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+# Fuzzing, CI length: each cargo-fuzz target for FUZZ_SECONDS (default 60 s)
+# from its seed corpus. Skipped, saying so, where there is no nightly
+# toolchain; cargo-fuzz is installed if missing. FUZZ_SECONDS=0 leaves it out.
+if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
+    SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}" bash fuzz/run.sh
+fi

@@ -63,10 +63,11 @@ impl Proxy {
         let ro = bind(config.listen.read_only, "listen.read_only").await?;
         let admin = bind(config.listen.admin, "listen.admin").await?;
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let server_tls = crate::tls::backend::ServerTls::new(&config.server_tls)?;
         let local = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         let (read_write_addr, read_only_addr, admin_addr) = (local(&rw), local(&ro), local(&admin));
 
-        let shared = Arc::new(Shared::new(config, tls));
+        let shared = Arc::new(Shared::new(config, tls, server_tls));
         match raise_fd_limit() {
             Ok(limit) => {
                 shared.set_fd_limit(limit);
@@ -90,6 +91,7 @@ impl Proxy {
         crate::topology::probe::spawn_all(
             &shared.topology,
             &config,
+            shared.server_tls.clone(),
             shared.topology.probe_generation(),
             &probe_stop,
             |backend| shared.metrics.internal_queries_counter(backend, "probe"),
@@ -120,6 +122,13 @@ impl Proxy {
             read_write = %read_write_addr, read_only = %read_only_addr, admin = %admin_addr,
             backends = config.backends.len(), "pgsplit is listening"
         );
+        if config.admin_exposed() {
+            tracing::warn!(
+                admin = %admin_addr,
+                "the admin port is not on loopback and has no admin.token: anyone who reaches it \
+                 can read /status and /metrics, pause and reload"
+            );
+        }
         Ok(Proxy {
             shared,
             read_write_addr,

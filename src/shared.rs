@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Users;
@@ -24,6 +23,8 @@ use crate::consistency::Positions;
 use crate::metrics::Metrics;
 use crate::pool::statements::Registry;
 use crate::pool::Pool;
+use crate::tls::backend::ServerTls;
+use crate::tls::ClientTls;
 use crate::topology::Topology;
 
 /// Everything sessions, probes and the admin server share.
@@ -33,7 +34,11 @@ pub struct Shared {
     pub topology: Arc<Topology>,
     pub cancels: Arc<CancelRegistry>,
     pub metrics: Metrics,
-    pub tls: Option<TlsAcceptor>,
+    /// TLS towards clients (`[tls]`).
+    pub tls: Option<ClientTls>,
+    /// TLS towards backends (`[server_tls]`; None when disabled). Built at
+    /// start: a reload that changes it needs a restart.
+    pub server_tls: Option<Arc<ServerTls>>,
     /// Set when shutdown begins; sessions close at their next idle point.
     pub shutdown: CancellationToken,
     /// Set when the shutdown grace period is over; busy sessions get 57P01.
@@ -112,7 +117,11 @@ impl Shared {
 
     /// Builds the shared state for `config` (the probes are started by
     /// the caller).
-    pub fn new(config: Config, tls: Option<TlsAcceptor>) -> Shared {
+    pub fn new(
+        config: Config,
+        tls: Option<ClientTls>,
+        server_tls: Option<Arc<ServerTls>>,
+    ) -> Shared {
         let metrics = Metrics::new();
         Shared {
             users: ArcSwap::from_pointee(Users::from_config(&config)),
@@ -120,6 +129,8 @@ impl Shared {
             cancels: Arc::new(CancelRegistry::default()),
             metrics,
             tls,
+            pool: Pool::new(server_tls.clone()),
+            server_tls,
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             paused: tokio::sync::watch::channel(false).0,
@@ -135,7 +146,6 @@ impl Shared {
             positions: Positions::default(),
             statements: Registry::default(),
             clients: Clients::default(),
-            pool: Pool::default(),
             config: ArcSwap::from_pointee(config),
         }
     }
@@ -232,6 +242,9 @@ impl Shared {
         if format!("{:?}", old.tls) != format!("{:?}", new.tls) {
             restart.push("tls");
         }
+        if old.server_tls != new.server_tls {
+            restart.push("server_tls");
+        }
         if old.runtime.worker_threads != new.runtime.worker_threads {
             restart.push("runtime.worker_threads");
         }
@@ -257,9 +270,14 @@ impl Shared {
             let mut stop = self.probe_stop.lock().unwrap_or_else(|p| p.into_inner());
             stop.cancel();
             *stop = self.shutdown.child_token();
-            crate::topology::probe::spawn_all(&self.topology, &new, generation, &stop, |backend| {
-                self.metrics.internal_queries_counter(backend, "probe")
-            });
+            crate::topology::probe::spawn_all(
+                &self.topology,
+                &new,
+                self.server_tls.clone(),
+                generation,
+                &stop,
+                |backend| self.metrics.internal_queries_counter(backend, "probe"),
+            );
         }
         let backends = new.backends.len();
         self.config.store(Arc::new(new));

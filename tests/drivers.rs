@@ -489,3 +489,62 @@ async fn use_session(client: &tokio_postgres::Client, write: bool) -> Result<(),
     }
     Ok(())
 }
+
+#[path = "drivers/record.rs"]
+mod record;
+
+/// Records the driver checks' traffic and writes the fuzz targets' seed
+/// corpora from it (see `drivers/record.rs`). Manual: it rewrites
+/// `fuzz/corpus/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes fuzz/corpus/; run by hand to refresh the seeds"]
+async fn record_driver_traffic() {
+    let env = Env::start(Setup::default().extra_conf(DRIVER_CLUSTER_CONF.iter().copied())).await;
+    let recordings = record::Recordings::default();
+    let rw = record::relay(env.rw, recordings.clone()).await;
+    let ro = record::relay(env.ro, recordings.clone()).await;
+    let scripts: [(&str, Probe, Vec<String>, &'static str); 4] = [
+        (
+            "psycopg 3",
+            probe_psycopg,
+            vec![python()],
+            "psycopg_check.py",
+        ),
+        ("asyncpg", probe_asyncpg, vec![python()], "asyncpg_check.py"),
+        (
+            "node-postgres",
+            probe_node_pg,
+            vec!["node".into()],
+            "node_pg_check.js",
+        ),
+        (
+            "PgJDBC",
+            probe_jdbc,
+            vec!["java".into(), "-cp".into(), JDBC_JAR.into()],
+            "JdbcCheck.java",
+        ),
+    ];
+    for (what, probe, command, script) in scripts {
+        match probe() {
+            Ok(()) => run_checks(what, &command, script, &[], rw, ro, None).await,
+            Err(why) => println!("recording without {what}: {why}"),
+        }
+    }
+    // Let the relays see every connection's end.
+    drop(env);
+    let recordings: Vec<record::Recording> = recordings
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| std::mem::take(&mut *r.lock().unwrap()))
+        .collect();
+    println!("recorded {} connections", recordings.len());
+    let written = record::write_seeds(&record::corpus_dir(), record::seeds(&recordings), 150);
+    println!("seeds written: {written:?}");
+    for target in ["startup", "client_framing", "classify", "server_stream"] {
+        assert!(
+            written.iter().any(|(t, n)| *t == target && *n > 0),
+            "no seeds for {target}: {written:?}"
+        );
+    }
+}

@@ -116,3 +116,89 @@ async fn required_tls_refuses_plain_clients_with_28000() {
         &["-c", "SELECT 1"],
     );
 }
+
+/// SCRAM-SHA-256-PLUS over TLS: libpq and tokio-postgres insist on channel
+/// binding and get it; where it cannot be (plain TCP, md5) they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_channel_binding_for_clients_on_tls() {
+    use pgsplit::config::{ServerTls, ServerTlsMode};
+    use pgsplit::tls::postgres::MakeRustls;
+    use tokio_postgres::config::{ChannelBinding, SslMode};
+
+    let files = self_signed();
+    let env = Env::start(Setup::default().replicas(0).tweak(tls(&files, false))).await;
+    let root = files.cert.display().to_string();
+    // libpq: channel_binding=require fails unless the server binds.
+    let conninfo = format!(
+        "user=app dbname=app sslmode=verify-full sslrootcert={root} channel_binding=require"
+    );
+    let out = env.psql(env.rw, &conninfo, "app", &["-c", "SELECT 42"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // The binding does not replace the password.
+    let out = env.psql(env.rw, &conninfo, "wrong", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain TCP: nothing to bind to, so PLUS is not offered.
+    let out = env.psql(
+        env.rw,
+        "user=app dbname=app sslmode=disable channel_binding=require",
+        "app",
+        &["-c", "SELECT 1"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("channel binding"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // tokio-postgres, verifying pgsplit's certificate with pgsplit's own
+    // rustls adapter.
+    let verify = pgsplit::tls::backend::ServerTls::new(&ServerTls {
+        mode: ServerTlsMode::VerifyFull,
+        ca_file: Some(files.cert.clone()),
+        cert_file: None,
+        key_file: None,
+    })
+    .unwrap()
+    .unwrap();
+    let mut config = env.pg_config(env.rw, "app");
+    config
+        .ssl_mode(SslMode::Require)
+        .channel_binding(ChannelBinding::Require);
+    let (client, connection) = config.connect(MakeRustls::new(&verify)).await.unwrap();
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT 7", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7);
+}
+
+/// With md5 there is no SCRAM, so no channel binding: a client that
+/// requires it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_cannot_be_had_with_md5() {
+    let files = self_signed();
+    let env = Env::start(
+        Setup::default()
+            .replicas(0)
+            .tweak(tls(&files, false))
+            .tweak(|c| c.auth.method = pgsplit::config::AuthMethod::Md5),
+    )
+    .await;
+    let root = files.cert.display().to_string();
+    let conninfo = format!(
+        "user=app dbname=app sslmode=verify-full sslrootcert={root} channel_binding=require"
+    );
+    let out = env.psql(env.rw, &conninfo, "app", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    let conninfo = format!("user=app dbname=app sslmode=verify-full sslrootcert={root}");
+    env.psql_ok(env.rw, &conninfo, &["-c", "SELECT 1"]);
+}

@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::scram::{ScramServer, MECHANISM};
+use super::scram::{mechanisms, ScramServer};
 use super::{constant_time_eq, AuthError, UserEntry};
 use crate::config::AuthMethod;
 use crate::protocol::{encode, message, tag, ProtocolError};
@@ -16,11 +16,14 @@ const MAX_AUTH_MESSAGE: usize = 8192;
 
 /// Runs the configured method against the client. On success AuthenticationOk
 /// (and for SCRAM the server-final message before it) is in `out`, unsent.
+/// `binding` is the `tls-server-end-point` data of the client's TLS
+/// connection (None on plain TCP): SCRAM then offers channel binding.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     out: &mut BytesMut,
     method: AuthMethod,
     user: &UserEntry,
+    binding: Option<&[u8]>,
 ) -> Result<(), AuthError> {
     let mut buf = BytesMut::new();
     match method {
@@ -49,14 +52,12 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 .scram
                 .as_ref()
                 .ok_or_else(|| AuthError::WrongPassword(user.name.clone()))?;
-            encode::auth_sasl(out, &[MECHANISM]);
+            encode::auth_sasl(out, mechanisms(binding));
             wire::send(stream, out).await?;
             expect_password(stream, &mut buf).await?;
             let (mechanism, client_first) = message::sasl_initial_response(&buf)?;
-            if mechanism != MECHANISM {
-                return Err(AuthError::BadMechanism);
-            }
-            let (exchange, server_first) = ScramServer::start(keys, client_first)?;
+            let (exchange, server_first) =
+                ScramServer::start(keys, mechanism, client_first, binding)?;
             encode::auth_sasl_continue(out, server_first.as_bytes());
             wire::send(stream, out).await?;
             expect_password(stream, &mut buf).await?;

@@ -298,7 +298,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub(crate) fn write(why: Why) -> Self {
+    pub fn write(why: Why) -> Self {
         Verdict {
             access: Access::Write,
             why,

@@ -22,11 +22,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    /// Where the file stops being valid, and why. Never the file's text:
+    /// toml's own message quotes the offending line, which may hold a
+    /// password.
+    #[error("{path}: line {line}, column {column}: {message}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: toml::de::Error,
+        line: usize,
+        column: usize,
+        message: String,
     },
     #[error("invalid configuration: `{key}`: {reason}")]
     Invalid { key: String, reason: String },
@@ -52,6 +56,9 @@ pub struct Config {
     /// TLS towards clients; absent means clients that ask get `N`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// TLS towards backends (libpq's sslmode). Default: disabled.
+    #[serde(default)]
+    pub server_tls: ServerTls,
     #[serde(default)]
     pub health: Health,
     #[serde(default)]
@@ -173,6 +180,55 @@ pub struct Tls {
     /// Refuse clients that do not ask for TLS (SQLSTATE 28000). Default false.
     #[serde(default)]
     pub required: bool,
+}
+
+/// How pgsplit's connections to backends use TLS, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS, the certificate not checked.
+    Require,
+    /// TLS, the certificate chained to `ca_file`.
+    VerifyCa,
+    /// TLS, the certificate chained to `ca_file` and naming the host of the
+    /// backend's address.
+    VerifyFull,
+}
+
+impl ServerTlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTlsMode::Disable => "disable",
+            ServerTlsMode::Require => "require",
+            ServerTlsMode::VerifyCa => "verify-ca",
+            ServerTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// `[server_tls]`: TLS towards backends, for the sessions' server
+/// connections, the health probes and the position poller alike. Restart
+/// to change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTls {
+    /// `"disable"` (default), `"require"`, `"verify-ca"` or `"verify-full"`.
+    pub mode: ServerTlsMode,
+    /// PEM file of the CA certificates a backend's certificate must chain
+    /// to (libpq's `sslrootcert`). Required by `verify-ca` and
+    /// `verify-full`, refused otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain pgsplit presents to backends (libpq's
+    /// `sslcert`), with `key_file`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (libpq's `sslkey`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[health]`: probing backends.
@@ -458,9 +514,16 @@ impl Config {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
+            ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            } => ConfigError::Parse {
                 path: path.to_owned(),
-                source,
+                line,
+                column,
+                message,
             },
             other => other,
         })
@@ -468,9 +531,19 @@ impl Config {
 
     /// Parses and validates TOML text; resolves `password_env`.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            source,
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |span| span.start).min(text.len());
+            let before = text.as_bytes()[..at].split(|&b| b == b'\n');
+            let (line, column) = before
+                .enumerate()
+                .last()
+                .map_or((1, 1), |(i, last)| (i + 1, last.len() + 1));
+            ConfigError::Parse {
+                path: PathBuf::from("<config>"),
+                line,
+                column,
+                message: e.message().trim_end().to_owned(),
+            }
         })?;
         config.resolve_passwords(|var| std::env::var(var).ok())?;
         config.validate()?;
@@ -640,8 +713,46 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_server_tls()?;
         if self.runtime.worker_threads == Some(0) {
             return Err(invalid("runtime.worker_threads", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_server_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.server_tls;
+        let mode = tls.mode.as_str();
+        let verifies = matches!(
+            tls.mode,
+            ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull
+        );
+        match (verifies, &tls.ca_file) {
+            (true, None) => {
+                return Err(invalid(
+                    "server_tls.ca_file",
+                    format!("required by mode = \"{mode}\""),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "server_tls.ca_file",
+                    format!("not used by mode = \"{mode}\" (use \"verify-ca\" or \"verify-full\" to check certificates)"),
+                ))
+            }
+            _ => {}
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(invalid(
+                "server_tls.cert_file",
+                "cert_file and key_file go together",
+            ));
+        }
+        if tls.mode == ServerTlsMode::Disable && tls.cert_file.is_some() {
+            return Err(invalid(
+                "server_tls.cert_file",
+                "not used by mode = \"disable\"",
+            ));
         }
         Ok(())
     }
@@ -657,6 +768,13 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// Whether the admin port is open beyond loopback without a token: then
+    /// anyone who reaches it can read `/status` and `/metrics` and pause or
+    /// reload pgsplit (logged as a warning at start).
+    pub fn admin_exposed(&self) -> bool {
+        !self.listen.admin.ip().is_loopback() && self.admin.token.is_none()
     }
 
     /// The effective configuration as TOML, secrets redacted (for `--check`).

@@ -111,6 +111,68 @@ fn admin_token_from_env_is_resolved_and_redacted() {
 }
 
 #[test]
+fn server_tls_modes_need_what_they_use() {
+    let with = |section: &str| format!("{ISSUE_EXAMPLE}\n[server_tls]\n{section}\n");
+    let c = Config::parse(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.server_tls.mode, ServerTlsMode::Disable);
+    let c = Config::parse(&with("mode = \"require\"")).unwrap();
+    assert_eq!(c.server_tls.mode, ServerTlsMode::Require);
+    let c = Config::parse(&with("mode = \"verify-full\"\nca_file = \"/ca.pem\"")).unwrap();
+    assert_eq!(c.server_tls.mode, ServerTlsMode::VerifyFull);
+    assert!(c.to_redacted_toml().contains("verify-full"));
+    for (section, key, why) in [
+        ("mode = \"verify-full\"", "server_tls.ca_file", "required"),
+        ("mode = \"verify-ca\"", "server_tls.ca_file", "required"),
+        (
+            "mode = \"require\"\nca_file = \"/ca.pem\"",
+            "server_tls.ca_file",
+            "verify-ca",
+        ),
+        ("ca_file = \"/ca.pem\"", "server_tls.ca_file", "not used"),
+        (
+            "mode = \"require\"\ncert_file = \"/c.pem\"",
+            "server_tls.cert_file",
+            "together",
+        ),
+        (
+            "cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"",
+            "server_tls.cert_file",
+            "disable",
+        ),
+    ] {
+        let e = err_of(&with(section));
+        assert!(e.contains(key) && e.contains(why), "{section}: {e}");
+    }
+    let e = err_of(&with("mode = \"prefer\""));
+    assert!(e.contains("prefer"), "{e}");
+}
+
+#[test]
+fn a_syntax_error_says_where_without_quoting_the_file() {
+    let text =
+        format!("{ISSUE_EXAMPLE}\n[[users]]\nname = \"b\"\npassword = \"hunter2-secret\" oops\n");
+    let e = err_of(&text);
+    assert!(!e.contains("hunter2-secret"), "{e}");
+    let line = text.lines().position(|l| l.contains("oops")).unwrap() + 1;
+    assert!(e.contains(&format!("line {line}, column 29")), "{e}");
+}
+
+#[test]
+fn every_listener_binds_loopback_by_default() {
+    let minimal = "[[backends]]\nname = \"a\"\naddress = \"h:1\"\n[[users]]\nname = \"u\"\npassword = \"p\"\n";
+    let c = Config::parse(minimal).unwrap();
+    assert_eq!(c.listen.admin, SocketAddr::from(([127, 0, 0, 1], 9930)));
+    assert!(c.listen.admin.ip().is_loopback());
+    assert!(c.listen.read_write.ip().is_loopback());
+    assert!(c.listen.read_only.ip().is_loopback());
+    assert!(!c.admin_exposed());
+    let open = format!("[listen]\nadmin = \"0.0.0.0:9930\"\n{minimal}");
+    assert!(Config::parse(&open).unwrap().admin_exposed());
+    let guarded = format!("{open}[admin]\ntoken = \"t\"\n");
+    assert!(!Config::parse(&guarded).unwrap().admin_exposed());
+}
+
+#[test]
 fn admin_users_must_be_configured_users() {
     let c = Config::parse(&format!("{ISSUE_EXAMPLE}\n[admin]\nusers = [\"app\"]\n")).unwrap();
     assert_eq!(c.admin.users, ["app"]);

@@ -131,13 +131,13 @@ async fn connected(
     if !clients.contains_key(name) {
         let config = shared.config.load();
         let pg = crate::topology::probe::client_config(&config, address)?;
-        let (client, connection) = tokio::time::timeout(timeout, pg.connect(tokio_postgres::NoTls))
-            .await
-            .ok()?
-            .ok()?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let client = tokio::time::timeout(
+            timeout,
+            crate::topology::probe::connect(&pg, shared.server_tls.as_deref()),
+        )
+        .await
+        .ok()?
+        .ok()?;
         clients.insert(name.to_owned(), (address.to_owned(), Arc::new(client)));
     }
     clients.get(name).map(|(_, client)| Arc::clone(client))

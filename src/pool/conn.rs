@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
+use super::stream::ServerStream;
 use super::Slot;
 use crate::auth::server::{login, LoginError};
 use crate::auth::UserEntry;
@@ -19,6 +20,7 @@ use crate::cancel::CancelTarget;
 use crate::protocol::frame::split_frame;
 use crate::protocol::startup::CancelKey;
 use crate::protocol::{message, tag};
+use crate::tls::backend::{ServerTls, ServerTlsError};
 
 /// A session's login: what a server connection is logged in with, and the
 /// pool key for it.
@@ -130,7 +132,7 @@ pub struct Target {
 /// A logged-in connection to one backend.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     pub name: Arc<str>,
     /// The configured `host:port`.
     pub address: Arc<str>,
@@ -168,9 +170,8 @@ impl ServerConn {
 
     /// Whether it has nothing to say: not closed, no message waiting (an
     /// idle server only speaks to say goodbye or to notify).
-    pub fn quiet(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    pub fn quiet(&mut self) -> bool {
+        self.stream.quiet()
     }
 
     /// Moves its socket to the calling thread's runtime, if it lives on
@@ -184,11 +185,11 @@ impl ServerConn {
         }
         let dup = {
             use std::os::fd::AsFd;
-            std::net::TcpStream::from(self.stream.as_fd().try_clone_to_owned()?)
+            std::net::TcpStream::from(self.stream.tcp().as_fd().try_clone_to_owned()?)
         };
         dup.set_nonblocking(true)?;
         let moved = TcpStream::from_std(dup)?;
-        drop(std::mem::replace(&mut self.stream, moved));
+        drop(self.stream.replace_tcp(moved));
         self.thread = here;
         Ok(())
     }
@@ -209,6 +210,13 @@ pub enum ConnectError {
         backend: String,
         address: String,
         ms: u128,
+    },
+    #[error("pgsplit could not set up TLS with backend {backend} ({address}): {source}")]
+    Tls {
+        backend: String,
+        address: String,
+        #[source]
+        source: ServerTlsError,
     },
     #[error("backend {backend}: {source}")]
     Login {
@@ -258,6 +266,7 @@ impl ConnectError {
 /// `timeout`. The connection takes `slot`.
 pub(super) async fn connect(
     target: &Target,
+    tls: Option<&ServerTls>,
     user: &UserEntry,
     login_as: &Login,
     timeout: Duration,
@@ -275,7 +284,22 @@ pub(super) async fn connect(
             .map_err(unreachable)?;
         stream.set_nodelay(true).ok();
         let addr = stream.peer_addr().map_err(unreachable)?;
-        let mut stream = stream;
+        let mut stream = match tls {
+            None => ServerStream::Plain(stream),
+            Some(tls) => {
+                let host = crate::topology::probe::split_address(&target.address)
+                    .map_or(&*target.address, |(host, _)| host);
+                let tls = tls
+                    .connect(stream, host)
+                    .await
+                    .map_err(|source| ConnectError::Tls {
+                        backend: target.name.to_string(),
+                        address: target.address.to_string(),
+                        source,
+                    })?;
+                ServerStream::Tls(Box::new(tls))
+            }
+        };
         let read_only = [("default_transaction_read_only", "on")];
         let extra: &[(&str, &str)] = if login_as.read_only { &read_only } else { &[] };
         let params = login_as
@@ -333,6 +357,8 @@ pub async fn exchange(
     mut rows: Option<&mut Vec<Vec<Option<String>>>>,
 ) -> Result<Option<String>, ()> {
     server.stream.write_all(out).await.map_err(drop)?;
+    // TLS keeps what it wrote until flushed.
+    server.stream.flush().await.map_err(drop)?;
     let mut seen = 0;
     let mut error = None;
     while seen < replies {

@@ -22,6 +22,7 @@
 
 pub mod conn;
 pub mod statements;
+pub mod stream;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use tokio::sync::oneshot;
 pub use conn::{exchange, query, ConnectError, Greeting, Login, ServerConn, Target};
 
 use crate::auth::UserEntry;
+use crate::tls::backend::ServerTls;
 
 /// No connection came free in time.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,8 @@ struct Backend {
 struct Inner {
     backends: Mutex<HashMap<Arc<str>, Backend>>,
     logins: conn::Logins,
+    /// TLS towards backends (`[server_tls]`), None for plain TCP.
+    tls: Option<Arc<ServerTls>>,
     per_thread: AtomicBool,
     serial: AtomicU64,
 }
@@ -143,11 +147,20 @@ pub struct Pool {
 }
 
 impl Default for Pool {
+    /// A pool of plain TCP connections.
     fn default() -> Self {
+        Pool::new(None)
+    }
+}
+
+impl Pool {
+    /// A pool whose connections use `tls` (None: plain TCP).
+    pub fn new(tls: Option<Arc<ServerTls>>) -> Self {
         Pool {
             inner: Arc::new(Inner {
                 backends: Mutex::new(HashMap::new()),
                 logins: conn::Logins::default(),
+                tls,
                 per_thread: AtomicBool::new(false),
                 serial: AtomicU64::new(0),
             }),
@@ -445,7 +458,7 @@ impl Pool {
             };
             if let Some(serial) = prefer {
                 if let Some(pos) = list.iter().position(|c| c.serial == serial) {
-                    let conn = list.remove(pos);
+                    let mut conn = list.remove(pos);
                     b.gauges.idle.dec();
                     if conn.idle_since.elapsed() < idle_timeout && conn.quiet() {
                         return Some(conn);
@@ -453,7 +466,7 @@ impl Pool {
                     stale.push(conn);
                 }
             }
-            while let Some(conn) = list.pop() {
+            while let Some(mut conn) = list.pop() {
                 b.gauges.idle.dec();
                 if conn.idle_since.elapsed() < idle_timeout && conn.quiet() {
                     return Some(conn);
@@ -476,7 +489,8 @@ impl Pool {
     ) -> Result<Checkout, PoolError> {
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(backend = %target.name, serial, "opening a server connection");
-        let mut conn = conn::connect(target, user, login, timeout, slot, serial).await?;
+        let tls = self.inner.tls.as_deref();
+        let mut conn = conn::connect(target, tls, user, login, timeout, slot, serial).await?;
         conn.per_thread = self.inner.per_thread.load(Ordering::Relaxed);
         Ok(Checkout {
             conn,

@@ -537,7 +537,7 @@ async fn loopback_conn(login: &Login, slot: Slot) -> (ServerConn, tokio::net::Tc
     let (stream, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
     let target = target("pg1");
     let conn = ServerConn {
-        stream: stream.unwrap(),
+        stream: crate::pool::stream::ServerStream::Plain(stream.unwrap()),
         name: target.name,
         address: target.address,
         addr,

@@ -110,6 +110,54 @@ pub fn parse(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
     }
 }
 
+/// Where a client stands before its StartupMessage: which encryption
+/// requests it already made. The session reads each packet and does what
+/// [`Negotiation::next`] says (the TLS handshake, the one-byte answers); the
+/// rules live here, pure.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Negotiation {
+    asked_ssl: bool,
+    asked_gss: bool,
+}
+
+/// What the session does with one startup packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Answer an SSLRequest: `S` and the TLS handshake when `accept`, else `N`.
+    Ssl { accept: bool },
+    /// Answer a GSSENCRequest with `N` (pgsplit speaks no GSSAPI).
+    RefuseGss,
+    /// Forward this cancel key (the connection carries nothing else).
+    Cancel(CancelKey),
+    /// Log in with these parameters.
+    Startup(StartupParams),
+}
+
+impl Negotiation {
+    /// The step for the packet whose body (after its length) is `body`.
+    /// `tls` says whether pgsplit has a certificate to offer, `is_tls`
+    /// whether the connection is already encrypted. Each encryption request
+    /// may come once, and none once encrypted.
+    pub fn next(&mut self, body: &[u8], tls: bool, is_tls: bool) -> Result<Step, ProtocolError> {
+        let repeated = ProtocolError::Malformed {
+            what: "repeated encryption request",
+        };
+        Ok(match parse(body)? {
+            StartupPacket::SslRequest if !self.asked_ssl && !is_tls => {
+                self.asked_ssl = true;
+                Step::Ssl { accept: tls }
+            }
+            StartupPacket::GssEncRequest if !self.asked_gss && !is_tls => {
+                self.asked_gss = true;
+                Step::RefuseGss
+            }
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => return Err(repeated),
+            StartupPacket::Cancel(key) => Step::Cancel(key),
+            StartupPacket::Startup(params) => Step::Startup(params),
+        })
+    }
+}
+
 fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
     const BAD: ProtocolError = ProtocolError::Malformed {
         what: "startup parameters",
@@ -192,5 +240,30 @@ mod tests {
         assert!(parse(&packet(PROTOCOL_3_0, b"user\0app\0\0trailing")).is_err());
         assert!(parse(&packet(CANCEL_REQUEST_CODE, b"")).is_err());
         assert!(parse(b"\x04").is_err());
+    }
+
+    #[test]
+    fn negotiation_answers_each_encryption_request_once() {
+        let ssl = packet(SSL_REQUEST_CODE, b"");
+        let gss = packet(GSSENC_REQUEST_CODE, b"");
+        let mut n = Negotiation::default();
+        assert_eq!(n.next(&gss, true, false).unwrap(), Step::RefuseGss);
+        assert_eq!(
+            n.next(&ssl, true, false).unwrap(),
+            Step::Ssl { accept: true }
+        );
+        // Encrypted now: no request of either kind may follow.
+        assert!(n.next(&ssl, true, true).is_err());
+        assert!(n.next(&gss, true, true).is_err());
+        let mut n = Negotiation::default();
+        assert_eq!(
+            n.next(&ssl, false, false).unwrap(),
+            Step::Ssl { accept: false }
+        );
+        assert!(n.next(&ssl, false, false).is_err());
+        let startup = packet(PROTOCOL_3_0, b"user\0app\0\0");
+        assert!(
+            matches!(n.next(&startup, false, false).unwrap(), Step::Startup(p) if p.user() == Some("app"))
+        );
     }
 }

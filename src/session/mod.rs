@@ -47,8 +47,7 @@ use crate::config::PoolMode;
 use crate::error::ErrorKind;
 use crate::pool::{Greeting, Login};
 use crate::protocol::encode::{self, Severity};
-use crate::protocol::startup::{self, StartupPacket, StartupParams};
-use crate::protocol::ProtocolError;
+use crate::protocol::startup::{self, Negotiation, StartupParams, Step};
 use crate::router::{Listener, On};
 use crate::shared::{Admission, Shared};
 use crate::wire;
@@ -318,7 +317,12 @@ async fn log_in(
         .get(&user_name)
         .ok_or_else(|| AuthError::UnknownUser(user_name.clone()))?
         .clone();
-    authenticate(stream, &mut out, config.auth.method, &user).await?;
+    // Channel binding data of pgsplit's certificate, for a client on TLS.
+    let binding = match &shared.tls {
+        Some(tls) if stream.is_tls() => tls.end_point.as_deref(),
+        _ => None,
+    };
+    authenticate(stream, &mut out, config.auth.method, &user, binding).await?;
     if database == crate::console::DATABASE {
         if listener == Listener::ReadOnly && !config.admin.console_on_read_only {
             return Err(SessionError::ConsoleOnReadOnly);
@@ -500,53 +504,35 @@ async fn negotiate(
     stream: &mut ClientStream,
     shared: &Shared,
 ) -> Result<Option<StartupParams>, SessionError> {
-    let mut asked_ssl = false;
-    let mut asked_gss = false;
+    let mut negotiation = Negotiation::default();
     loop {
         let mut prefix = [0u8; 4];
         wire::read_exact(stream, &mut prefix).await?;
         let mut body = vec![0u8; startup::body_len(prefix)?];
         wire::read_exact(stream, &mut body).await?;
-        match startup::parse(&body)? {
-            StartupPacket::SslRequest if !asked_ssl && !stream.is_tls() => {
-                asked_ssl = true;
-                match &shared.tls {
-                    Some(acceptor) => {
-                        stream
-                            .write_all(b"S")
-                            .await
-                            .map_err(SessionError::ClientIo)?;
-                        let tcp = stream.take_plain().expect("not TLS yet");
-                        let tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
-                        *stream = ClientStream::Tls(Box::new(tls));
-                    }
-                    None => stream
-                        .write_all(b"N")
-                        .await
-                        .map_err(SessionError::ClientIo)?,
-                }
-            }
-            StartupPacket::GssEncRequest if !asked_gss && !stream.is_tls() => {
-                asked_gss = true;
+        match negotiation.next(&body, shared.tls.is_some(), stream.is_tls())? {
+            Step::Ssl { accept: true } => {
+                let acceptor = &shared.tls.as_ref().expect("TLS is configured").acceptor;
                 stream
-                    .write_all(b"N")
+                    .write_all(b"S")
                     .await
                     .map_err(SessionError::ClientIo)?;
+                let tcp = stream.take_plain().expect("not TLS yet");
+                let tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
+                *stream = ClientStream::Tls(Box::new(tls));
             }
-            StartupPacket::Cancel(key) => {
+            Step::Ssl { accept: false } | Step::RefuseGss => stream
+                .write_all(b"N")
+                .await
+                .map_err(SessionError::ClientIo)?,
+            Step::Cancel(key) => {
                 if let Some(target) = shared.cancels.lookup(key) {
                     tracing::debug!(pid = key.pid, "forwarding cancel request");
                     let _ = send_cancel(target, Duration::from_secs(5)).await;
                 }
                 return Ok(None);
             }
-            StartupPacket::Startup(params) => return Ok(Some(params)),
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                return Err(ProtocolError::Malformed {
-                    what: "repeated encryption request",
-                }
-                .into())
-            }
+            Step::Startup(params) => return Ok(Some(params)),
         }
     }
 }

@@ -105,7 +105,7 @@ struct Replay {
 
 /// Where the standby-error safety net stands (see `retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Net {
+pub enum Net {
     Off,
     Armed,
     Refused,
@@ -452,7 +452,10 @@ impl<'a> Relay<'a> {
                     self.to_server.advance(n);
                     self.count_sent_to_server(n);
                 }
-                Io::ServerWrote(Err(_)) => self.on_server_closed().await?,
+                Io::ServerWrote(Err(_)) | Io::ServerFlushed(Err(_)) => {
+                    self.on_server_closed().await?
+                }
+                Io::ServerFlushed(Ok(())) => {}
                 Io::ClientWrote(Ok(n)) => self.sent_to_client(n),
                 Io::ClientFlushed(Ok(())) => self.client_dirty = false,
                 Io::ClientWrote(Err(e)) | Io::ClientFlushed(Err(e)) => {

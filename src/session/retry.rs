@@ -27,7 +27,7 @@ pub const STANDBY_REFUSALS: &[&str] = &["25006", "0A000", "55000", "40001", "XX0
 
 /// What the held replies say.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Held {
+pub enum Held {
     /// Not enough yet.
     Wait,
     /// Let them through (and stop watching).
@@ -41,7 +41,7 @@ pub(super) enum Held {
 
 /// Looks at the held replies `buf` (from the first byte of the request's
 /// answer) in state `state`.
-pub(super) fn inspect(state: Retry, buf: &[u8], max: usize) -> Held {
+pub fn inspect(state: Retry, buf: &[u8], max: usize) -> Held {
     let mut pos = 0;
     let mut refused = state == Retry::Refused;
     loop {

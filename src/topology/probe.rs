@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Lsn, Observation, ProbeTime, Reading, Topology};
 use crate::config::Config;
+use crate::tls::backend::ServerTls;
+use crate::tls::postgres::MakeRustls;
 
 /// One query, one round trip (simple protocol), for both roles. Functions that
 /// error on the other role are guarded by CASE. The primary's position is its
@@ -54,12 +56,47 @@ pub fn client_config(config: &Config, address: &str) -> Option<tokio_postgres::C
     Some(pg)
 }
 
+/// Connects pgsplit's own tokio-postgres client with `pg`, over TLS when
+/// `tls` is given (`[server_tls]`: the same checks as the sessions'
+/// connections); the connection runs on a task of its own.
+pub async fn connect(
+    pg: &tokio_postgres::Config,
+    tls: Option<&ServerTls>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    use tokio_postgres::config::SslMode;
+    let mut pg = pg.clone();
+    let client = match tls {
+        None => {
+            let (client, connection) = pg
+                .ssl_mode(SslMode::Disable)
+                .connect(tokio_postgres::NoTls)
+                .await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+        Some(tls) => {
+            let (client, connection) = pg
+                .ssl_mode(SslMode::Require)
+                .connect(MakeRustls::new(tls))
+                .await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+    };
+    Ok(client)
+}
+
 /// Starts a probe task per configured backend, reporting with `generation`
 /// (see `Topology::reconfigure`); they stop on `stop`. `queries` gives the
 /// counter of a backend's probe queries.
 pub fn spawn_all(
     topology: &Arc<Topology>,
     config: &Config,
+    tls: Option<Arc<ServerTls>>,
     generation: u64,
     stop: &CancellationToken,
     queries: impl Fn(&str) -> Counter,
@@ -72,6 +109,7 @@ pub fn spawn_all(
             generation,
             index,
             pg,
+            tls: tls.clone(),
             topology: topology.clone(),
             interval: Duration::from_millis(config.health.interval_ms),
             timeout: Duration::from_millis(config.health.timeout_ms),
@@ -92,6 +130,7 @@ struct Probe {
     generation: u64,
     index: usize,
     pg: tokio_postgres::Config,
+    tls: Option<Arc<ServerTls>>,
     topology: Arc<Topology>,
     interval: Duration,
     /// For the probe query.
@@ -142,14 +181,10 @@ impl Probe {
         client: &mut Option<tokio_postgres::Client>,
     ) -> Result<(Reading, ProbeTime), String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            let (c, connection) =
-                timeout(self.connect_timeout, self.pg.connect(tokio_postgres::NoTls))
-                    .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| describe(&e))?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let c = timeout(self.connect_timeout, connect(&self.pg, self.tls.as_deref()))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| describe(&e))?;
             *client = Some(c);
         }
         let c = client.as_ref().expect("connected above");
@@ -173,10 +208,14 @@ impl Probe {
 
 /// An error with its cause, e.g. "error connecting to server: Connection refused".
 fn describe(e: &tokio_postgres::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
     }
+    text
 }
 
 /// Reads the probe's columns (text, NULL as None).

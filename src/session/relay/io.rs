@@ -10,6 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 
 use super::{Failure, Relay};
+use crate::pool::stream::ServerStream;
 use crate::session::error::SessionError;
 use crate::session::stream::ClientStream;
 
@@ -58,6 +59,11 @@ impl Relay<'_> {
                 // The loop's poll writes the rest (or sees the error).
                 Err(_) => break,
             }
+        }
+        if leased.conn.stream.wants_flush() {
+            // Errors and what is left: the loop's poll again.
+            let mut cx = Context::from_waker(Waker::noop());
+            let _ = Pin::new(&mut leased.conn.stream).poll_flush(&mut cx);
         }
         self.count_sent_to_server(wrote);
     }
@@ -123,6 +129,8 @@ pub(super) enum Io {
     ClientReadable,
     ServerRead(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
+    /// TLS towards the server wrote what it held.
+    ServerFlushed(std::io::Result<()>),
     ClientWrote(std::io::Result<usize>),
     ClientFlushed(std::io::Result<()>),
 }
@@ -131,7 +139,7 @@ pub(super) enum Io {
 /// first (so output drains before more input is taken), then reads.
 pub(super) fn poll_io<'a>(
     client: &'a mut ClientStream,
-    mut server: Option<&'a mut tokio::net::TcpStream>,
+    mut server: Option<&'a mut ServerStream>,
     b: Buffers<'a>,
     read_client: bool,
     read_server: bool,
@@ -141,6 +149,10 @@ pub(super) fn poll_io<'a>(
             if !b.to_server.is_empty() {
                 if let Poll::Ready(r) = Pin::new(&mut *server).poll_write(cx, b.to_server) {
                     return Poll::Ready(Io::ServerWrote(r));
+                }
+            } else if server.wants_flush() {
+                if let Poll::Ready(r) = Pin::new(&mut *server).poll_flush(cx) {
+                    return Poll::Ready(Io::ServerFlushed(r));
                 }
             }
         }
