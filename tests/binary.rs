@@ -80,7 +80,7 @@ fn free_port() -> u16 {
 async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
     let cluster = start_cluster().await;
     let (rw, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("pgsplit-bin-{}", std::process::id()));
+    let dir = Scratch::new("bin");
     let config = write_config(
         &dir,
         rw,
@@ -199,7 +199,6 @@ async fn sigterm_lets_a_transaction_commit_then_exits_zero() {
     assert!(fields["bytes_in"].as_u64().unwrap() > 50, "{log}");
     assert!(fields["bytes_out"].as_u64().unwrap() > 20, "{log}");
     assert_eq!(fields["listener"], "read_write", "{log}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +206,7 @@ async fn out_of_descriptors_new_clients_get_53300_and_the_rest_carry_on() {
     use std::os::unix::process::CommandExt;
     let cluster = start_cluster().await;
     let (rw, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("pgsplit-fds-{}", std::process::id()));
+    let dir = Scratch::new("fds");
     let config = write_config(
         &dir,
         rw,
@@ -277,5 +276,4 @@ async fn out_of_descriptors_new_clients_get_53300_and_the_rest_carry_on() {
         pg.connect(tokio_postgres::NoTls).await.is_ok()
     })
     .await;
-    std::fs::remove_dir_all(&dir).ok();
 }

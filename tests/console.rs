@@ -460,8 +460,7 @@ async fn pause_resume_reload_drain_and_undrain() {
     let (code, text) = refused(&c, "RELOAD").await;
     assert_eq!(code, "F0000");
     assert!(text.contains("no configuration file"), "{text}");
-    let dir = std::env::temp_dir().join(format!("pgsplit-console-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("console");
     let file = dir.join("pgsplit.toml");
     let mut text = String::from(
         "[listen]\nread_write = \"127.0.0.1:0\"\nread_only = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
@@ -489,7 +488,6 @@ async fn pause_resume_reload_drain_and_undrain() {
         1,
         "the running configuration stays"
     );
-    std::fs::remove_dir_all(&dir).ok();
 
     // DRAIN takes a replica out of rotation by hand: no new reads go
     // there, and /status, SHOW BACKENDS, the metrics and the events say so.

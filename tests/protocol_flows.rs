@@ -188,8 +188,7 @@ async fn copy_100k_rows_in_and_out_through_both_ports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_copy_and_queries_through_both_ports() {
     let env = Env::start(Setup::default()).await;
-    let dir = std::env::temp_dir().join(format!("pgsplit-psql-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("psql");
     let input = dir.join("in.tsv");
     let output = dir.join("out.tsv");
     let mut data = String::new();
@@ -251,7 +250,6 @@ async fn psql_copy_and_queries_through_both_ports() {
     );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only transaction"));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

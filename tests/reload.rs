@@ -52,8 +52,7 @@ async fn reload_changes_weights_adds_and_removes_backends_and_refuses_bad_files(
         env.cluster.node(1).port,
         env.cluster.node(2).port,
     );
-    let dir = std::env::temp_dir().join(format!("pgsplit-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("reload");
     let file = dir.join("pgsplit.toml");
     env.proxy().shared.set_config_path(file.clone());
     let keep = env.connect(env.rw).await;
@@ -131,5 +130,4 @@ async fn reload_changes_weights_adds_and_removes_backends_and_refuses_bad_files(
             .get::<_, i32>(0),
         1
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
