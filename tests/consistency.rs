@@ -14,6 +14,8 @@
 //!   parameter) in another session keeps its reads off replicas behind it.
 //!
 //! Where a read ran is taken from `inet_server_port()` in the same statement.
+//! `PGSPLIT_TEST_FSYNC=on cargo test --test consistency` runs them on a
+//! cluster with `fsync = on`.
 //! The tests of this file run one at a time (their timings mean something on
 //! a 2-core machine).
 
@@ -84,11 +86,18 @@ fn ryw_table(env: &Env, sessions: usize) {
     );
 }
 
+/// The cluster of these tests. `PGSPLIT_TEST_FSYNC=on` runs them with
+/// `fsync = on` on every node (the test bed's default is off): the
+/// stale-read checker must hold on a durable cluster too.
 fn consistency(mode: ConsistencyMode) -> Setup {
-    Setup::default().replicas(2).tweak(move |c| {
+    let mut setup = Setup::default().replicas(2).tweak(move |c| {
         c.consistency.mode = mode;
         c.consistency.window_ms = 2000;
-    })
+    });
+    if std::env::var("PGSPLIT_TEST_FSYNC").as_deref() == Ok("on") {
+        setup = setup.extra_conf(["fsync = on"]);
+    }
+    setup
 }
 
 /// How long a read after a write may wait for the position service before

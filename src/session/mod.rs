@@ -421,15 +421,7 @@ async fn greet(
             {
                 Some(&i) if Some(i) != snapshot.primary => On::Replica(i),
                 Some(_) => On::Primary,
-                None => match config.routing.no_replica {
-                    crate::config::NoReplica::Primary => On::ReadOnlyPrimary,
-                    crate::config::NoReplica::Error => {
-                        return Err(target::RouteError::NoReplica {
-                            situation: target::describe_readers(&snapshot),
-                        }
-                        .into())
-                    }
-                },
+                None => target::without_replica(config.routing.no_replica, &snapshot)?,
             }
         }
     };

@@ -140,15 +140,7 @@ async fn acquire_waiting(shared: &Shared, want: Want<'_>) -> Result<Leased, Sess
                     on = match next {
                         Some(r) => On::Replica(r),
                         None if want.read_write => On::Primary,
-                        None => match config.routing.no_replica {
-                            crate::config::NoReplica::Primary => On::ReadOnlyPrimary,
-                            crate::config::NoReplica::Error => {
-                                return Err(target::RouteError::NoReplica {
-                                    situation: target::describe_readers(&snapshot),
-                                }
-                                .into())
-                            }
-                        },
+                        None => target::without_replica(config.routing.no_replica, &snapshot)?,
                     };
                 } else {
                     // The probes will notice; wait for news (or a moment).

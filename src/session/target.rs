@@ -126,6 +126,20 @@ pub fn describe(snapshot: &Snapshot) -> String {
     }
 }
 
+/// Where a read goes when no replica can take it (`routing.no_replica`):
+/// the primary in read-only mode, or an error that says why.
+pub fn without_replica(
+    no_replica: crate::config::NoReplica,
+    snapshot: &Snapshot,
+) -> Result<On, RouteError> {
+    match no_replica {
+        crate::config::NoReplica::Primary => Ok(On::ReadOnlyPrimary),
+        crate::config::NoReplica::Error => Err(RouteError::NoReplica {
+            situation: describe_readers(snapshot),
+        }),
+    }
+}
+
 /// Why no replica serves reads, in a sentence.
 pub fn describe_readers(snapshot: &Snapshot) -> String {
     let parts: Vec<String> = snapshot
