@@ -407,4 +407,5 @@ fn run(cases: Vec<(&str, World, Vec<Vec<u8>>, Want)>) {
 
 mod read_only;
 mod read_write;
+mod read_write_lookups;
 mod sessions;
