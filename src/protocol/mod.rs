@@ -17,6 +17,8 @@
 //! sections "Message Flow" and "Message Formats".
 
 pub mod encode;
+#[cfg(test)]
+pub mod fixtures;
 pub mod frame;
 pub mod message;
 pub mod startup;

@@ -12,6 +12,7 @@ use crate::classify::{Classifier, PinCause};
 use crate::config::{ConsistencyMode, NoReplica};
 use crate::consistency::{Check, Floor};
 use crate::pool::statements::Registry;
+use crate::protocol::fixtures::*;
 use crate::session::batch::Batch;
 use crate::session::state::{Prepared, SessionState, Unnamed};
 use crate::topology::{BackendStatus, Lsn, Role, Snapshot};
@@ -274,45 +275,6 @@ impl World {
             known_parse: self.known_parse,
         })
     }
-}
-
-fn msg(t: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![t];
-    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-fn q(sql: &str) -> Vec<u8> {
-    msg(b'Q', format!("{sql}\0").as_bytes())
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
-}
-
-fn bind(statement: &str) -> Vec<u8> {
-    msg(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
-}
-
-fn describe(statement: &str) -> Vec<u8> {
-    msg(b'D', format!("S{statement}\0").as_bytes())
-}
-
-fn close(statement: &str) -> Vec<u8> {
-    msg(b'C', format!("S{statement}\0").as_bytes())
-}
-
-fn execute() -> Vec<u8> {
-    msg(b'E', b"\0\0\0\0\0")
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', b"")
-}
-
-fn flush() -> Vec<u8> {
-    msg(b'H', b"")
 }
 
 fn fcall(oid: u32) -> Vec<u8> {

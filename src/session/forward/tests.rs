@@ -11,48 +11,10 @@ use super::*;
 use crate::classify::Classifier;
 use crate::pool::statements::StatementKey;
 use crate::protocol::cstr;
+use crate::protocol::fixtures::*;
 use crate::protocol::frame::split_frame;
 use crate::session::replies::{Action, Event};
 use crate::session::state::{Staged, TxStatus};
-
-fn msg(t: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![t];
-    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-fn q(sql: &str) -> Vec<u8> {
-    msg(b'Q', format!("{sql}\0").as_bytes())
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
-}
-
-fn bind(statement: &str) -> Vec<u8> {
-    msg(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
-}
-
-fn describe(statement: &str) -> Vec<u8> {
-    msg(b'D', format!("S{statement}\0").as_bytes())
-}
-
-fn close(statement: &str) -> Vec<u8> {
-    msg(b'C', format!("S{statement}\0").as_bytes())
-}
-
-fn execute() -> Vec<u8> {
-    msg(b'E', b"\0\0\0\0\0")
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', b"")
-}
-
-fn flush() -> Vec<u8> {
-    msg(b'H', b"")
-}
 
 /// Parse, Bind, Execute and Sync of the named statement `name`.
 fn run_named(name: &str, sql: &str) -> Vec<Vec<u8>> {

@@ -2,6 +2,7 @@
 //! runs through its Queries and Binds.
 
 use super::*;
+use crate::protocol::fixtures::*;
 
 #[test]
 fn sql_prepare_is_recorded_when_sent() {
@@ -103,37 +104,6 @@ fn discard_all_forgets_the_whole_session_once_it_ran() {
     assert!(s.state.statements.sql.is_empty());
     assert!(s.state.statements.named.is_empty());
     assert!(s.state.statements.unnamed.is_none());
-}
-
-fn msg(t: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![t];
-    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-fn q(sql: &str) -> Vec<u8> {
-    msg(b'Q', format!("{sql}\0").as_bytes())
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
-}
-
-fn bind(statement: &str) -> Vec<u8> {
-    msg(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
-}
-
-fn describe(statement: &str) -> Vec<u8> {
-    msg(b'D', format!("S{statement}\0").as_bytes())
-}
-
-fn execute() -> Vec<u8> {
-    msg(b'E', b"\0\0\0\0\0")
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', b"")
 }
 
 impl Session {
